@@ -1,0 +1,1 @@
+"""Agents: PlasticDQN, a stable-baselines3 DQN with intervention seams."""

@@ -1,0 +1,1 @@
+"""Shifting environments: task-sequence wrappers registered under the ``rlplast/`` namespace."""

@@ -1,0 +1,24 @@
+"""User-facing errors: bad input is reported as one line and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input (config, command line, files). The CLI prints the message and exits with code 2."""
+
+    exit_code = 2
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """Return a ``" (did you mean 'x'?)"`` suffix for the closest valid choice, or ``""``."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
+    """Build the standard 'unknown X' error naming the valid choices."""
+    valid = sorted(choices)
+    return UserError(f"unknown {kind} '{name}'{closest(name, valid)}; valid: {', '.join(valid)}")

@@ -1,0 +1,1 @@
+"""Interventions against plasticity loss, composable from config."""

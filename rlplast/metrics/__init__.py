@@ -1,0 +1,1 @@
+"""Neural-collapse and plasticity metrics: pure, device-resident functions on torch tensors."""
