@@ -1,0 +1,153 @@
+"""PlasticDQN: stable-baselines3's DQN with seams for plasticity interventions.
+
+This is the only module that touches stable-baselines3 internals. :meth:`PlasticDQN.train` is
+stable-baselines3 2.9's ``DQN.train`` (the version pinned in ``pyproject.toml``) with two seams:
+
+1. the online network's single forward pass is split at the last linear layer, so the
+   penultimate features and the Q-values of the batch are both available; each intervention's
+   :meth:`~rlplast.interventions.base.Intervention.loss` may add a term to the TD loss;
+2. the gradient norm that ``clip_grad_norm_`` returns is kept (:attr:`PlasticDQN.last_grad_norm`).
+
+With no interventions the arithmetic is exactly SB3's: the same seed gives bitwise-identical
+parameters after any number of updates.
+
+Example:
+    >>> from rlplast.agents import PlasticDQN
+    >>> model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, learning_starts=100)
+    >>> model = model.learn(500)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3 import DQN
+from torch.nn import functional as F
+
+from rlplast.interventions.base import Intervention
+
+
+class PlasticDQN(DQN):
+    """A ``stable_baselines3.DQN`` whose update path accepts interventions.
+
+    Args:
+        *args: passed to :class:`stable_baselines3.DQN`.
+        interventions: interventions whose hooks run inside training (default: none).
+        **kwargs: passed to :class:`stable_baselines3.DQN`.
+    """
+
+    def __init__(self, *args: Any, interventions: Sequence[Intervention] = (), **kwargs: Any) -> None:
+        self.interventions: list[Intervention] = list(interventions)
+        self.last_grad_norm: th.Tensor | float = float("nan")
+        self._reset_train_stats()
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        for intervention in self.interventions:
+            intervention.setup(self)
+
+    # ------------------------------------------------------------------ the update path
+    def q_features(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """One forward pass of the online network: (penultimate features, Q-values)."""
+        q_net = self.q_net
+        features = q_net.q_net[:-1](q_net.extract_features(observations, q_net.features_extractor))
+        return features, q_net.q_net[-1](features)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update learning rate according to schedule
+        self._update_learning_rate(self.policy.optimizer)
+
+        losses = []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+            with th.no_grad():
+                next_q_values = self.q_net_target(replay_data.next_observations)
+                next_q_values, _ = next_q_values.max(dim=1)
+                next_q_values = next_q_values.reshape(-1, 1)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+            # Seam (a): one forward pass gives the penultimate features and all Q-values.
+            features, all_q_values = self.q_features(replay_data.observations)
+            current_q_values = th.gather(all_q_values, dim=1, index=replay_data.actions.long())
+
+            loss = F.smooth_l1_loss(current_q_values, target_q_values)
+            losses.append(loss.detach())
+            for intervention in self.interventions:
+                extra = intervention.loss(replay_data, features, all_q_values)
+                if extra is not None:
+                    loss = loss + extra
+
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            # Seam (b): keep the gradient norm that clip_grad_norm_ computes anyway.
+            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            self.last_grad_norm = grad_norm.detach()
+            self._grad_norm_sum = self._grad_norm_sum + self.last_grad_norm
+            self._grad_norm_count += 1
+
+            self._n_updates += 1
+            for intervention in self.interventions:
+                intervention.after_update(self._n_updates, self.num_timesteps)
+
+        if losses:
+            # One host transfer per train() call instead of one per gradient step.
+            batch_losses = th.stack(losses)
+            self._loss_sum = self._loss_sum + batch_losses.sum()
+            self._loss_count += len(losses)
+            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+            self.logger.record("train/loss", float(batch_losses.mean()))
+
+    # ------------------------------------------------------------------ logging helpers
+    def pop_train_stats(self) -> dict[str, float]:
+        """Mean TD loss and gradient norm since the last call (NaN when no update happened)."""
+        stats = {
+            "train/loss": float(self._loss_sum) / self._loss_count if self._loss_count else float("nan"),
+            "train/grad_norm": (
+                float(self._grad_norm_sum) / self._grad_norm_count if self._grad_norm_count else float("nan")
+            ),
+            "train/n_updates": float(self._n_updates),
+        }
+        self._reset_train_stats()
+        for intervention in self.interventions:
+            stats.update(intervention.log_values())
+        return stats
+
+    def _reset_train_stats(self) -> None:
+        # Sums start as Python floats so they take the device of the first tensor added (no sync).
+        self._loss_sum: th.Tensor | float = 0.0
+        self._loss_count = 0
+        self._grad_norm_sum: th.Tensor | float = 0.0
+        self._grad_norm_count = 0
+
+    def notify_task_switch(self, task_id: int) -> None:
+        """Run every intervention's task-switch hook (called by the training callback)."""
+        for intervention in self.interventions:
+            intervention.on_task_switch(task_id, self.num_timesteps)
+
+    # ------------------------------------------------------------------ persistence
+    def _excluded_save_params(self) -> list[str]:
+        # Interventions hold references to the networks; checkpoints store their state_dict.
+        return [
+            *super()._excluded_save_params(),
+            "interventions",
+            "last_grad_norm",
+            "_grad_norm_sum",
+            "_grad_norm_count",
+            "_loss_sum",
+            "_loss_count",
+        ]
+
+
+def policy_parameters(model: DQN) -> list[np.ndarray]:
+    """Copies of the online network's parameters as NumPy arrays (for comparisons in tests)."""
+    return [p.detach().cpu().numpy().copy() for p in model.q_net.parameters()]

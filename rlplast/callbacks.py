@@ -1,0 +1,170 @@
+"""The training callback: episodes, task switches, logging rows, metrics and the progress bar.
+
+One callback does all per-step bookkeeping so the step path stays short: it reads ``infos`` once,
+and everything heavier happens only when the step counter crosses a logging boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from rlplast.io import append_line
+from rlplast.runlog import RunLogger
+
+
+class MetricsProbe:
+    """Draws probe states from the replay buffer and runs the metric suite on them.
+
+    It uses its own NumPy generator, so drawing probe states never touches the global NumPy RNG
+    that drives exploration and replay sampling: training is identical with and without metrics.
+    """
+
+    def __init__(self, names: list[str], probe_size: int, n_min: int, probe_steps: int, seed: int) -> None:
+        from rlplast.metrics import MetricSuite
+
+        self.suite = MetricSuite(names=names, n_min=n_min, probe_steps=probe_steps, probe_seed=seed)
+        self.probe_size = probe_size
+        self.rng = np.random.default_rng([seed, 0x5EED])
+        self.init_params: list[torch.Tensor] | None = None
+        self.reported: set[str] = set()
+
+    def snapshot_init(self, model: Any) -> None:
+        self.init_params = [p.detach().clone() for p in model.q_net.parameters()]
+
+    def compute(self, model: Any) -> dict[str, float]:
+        buffer = model.replay_buffer
+        size = buffer.size()
+        if size < 2:
+            return {}
+        n = min(self.probe_size, size)
+        idx = self.rng.choice(size, size=n, replace=False)
+        obs = buffer.to_torch(buffer.observations[idx, 0])
+        actions = buffer.to_torch(buffer.actions[idx, 0].reshape(-1)).long()
+        values = self.suite.compute(model.q_net, obs, taken_actions=actions, init_params=self.init_params)
+        for reason in getattr(self.suite, "nan_reasons", ()):
+            if reason not in self.reported:
+                self.reported.add(reason)
+                print(f"rlplast: metrics: {reason} (reported once)", file=sys.stderr)
+        return values
+
+
+class TrainingCallback(BaseCallback):
+    """Per-step bookkeeping for a PlasticDQN run.
+
+    Args:
+        run_logger: where rows go (metrics.csv, TensorBoard).
+        run_dir: the run directory (``episodes.csv`` is written there).
+        total_steps: the training budget (for the progress bar).
+        log_every_steps: env steps between logging rows.
+        metrics: the metrics probe, or ``None`` for no metrics.
+        metrics_every_steps: env steps between metric computations.
+        progress: show a tqdm bar (only when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        run_logger: RunLogger,
+        run_dir: str | Path,
+        total_steps: int,
+        log_every_steps: int,
+        metrics: MetricsProbe | None = None,
+        metrics_every_steps: int = 5000,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.run_logger = run_logger
+        self.episodes_path = Path(run_dir) / "episodes.csv"
+        self.total_steps = total_steps
+        self.log_every = log_every_steps
+        self.metrics = metrics
+        self.metrics_every = metrics_every_steps
+        self.show_progress = progress and sys.stderr.isatty()
+        self.task_id: int | None = None
+        self.task_returns: dict[int, list[float]] = {}
+        self.all_returns: list[float] = []
+        self.pending_episodes: list[str] = []
+        self.window: deque[tuple[float, int]] = deque(maxlen=100)
+        self.last_log_step = 0
+        self.start_time = 0.0
+        self.last_log_time = 0.0
+        self.bar: Any = None
+
+    # ------------------------------------------------------------------ SB3 hooks
+    def _on_training_start(self) -> None:
+        self.window = deque(maxlen=self.model._stats_window_size)
+        self.start_time = self.last_log_time = time.perf_counter()
+        append_line(self.episodes_path, "step,episode_return,episode_length,task_id")
+        if self.metrics is not None:
+            self.metrics.snapshot_init(self.model)
+        if self.show_progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total_steps, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    def _on_step(self) -> bool:
+        step = self.num_timesteps
+        for info in self.locals["infos"]:
+            task = info.get("task_id")
+            if task is not None and task != self.task_id:
+                if self.task_id is not None:
+                    self.model.notify_task_switch(int(task))
+                self.task_id = int(task)
+            episode = info.get("episode")
+            if episode is not None:
+                self._record_episode(step, float(episode["r"]), int(episode["l"]))
+        if step // self.log_every > self.last_log_step // self.log_every:
+            self._log(step)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps != self.last_log_step:
+            self._log(self.num_timesteps)
+        if self.bar is not None:
+            self.bar.close()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record_episode(self, step: int, ret: float, length: int) -> None:
+        task = self.task_id if self.task_id is not None else 0
+        self.window.append((ret, length))
+        self.all_returns.append(ret)
+        self.task_returns.setdefault(task, []).append(ret)
+        self.pending_episodes.append(f"{step},{ret!r},{length},{task}")
+
+    def mean_window_return(self) -> float:
+        return float(np.mean([r for r, _ in self.window])) if self.window else math.nan
+
+    def _log(self, step: int) -> None:
+        now = time.perf_counter()
+        if self.pending_episodes:
+            append_line(self.episodes_path, "\n".join(self.pending_episodes))
+            self.pending_episodes = []
+        row: dict[str, Any] = {
+            "time_s": now - self.start_time,
+            "steps_per_s": (step - self.last_log_step) / max(now - self.last_log_time, 1e-9),
+            "shift/task_id": self.task_id if self.task_id is not None else 0,
+            "rollout/episodes": len(self.all_returns),
+            "rollout/ep_return_mean": self.mean_window_return(),
+            "rollout/ep_len_mean": float(np.mean([n for _, n in self.window])) if self.window else math.nan,
+            "rollout/exploration_rate": float(self.model.exploration_rate),
+        }
+        row.update(self.model.pop_train_stats())
+        if self.metrics is not None and step // self.metrics_every > self.last_log_step // self.metrics_every:
+            row.update(self.metrics.compute(self.model))
+        self.run_logger.write(step, row)
+        if self.bar is not None:
+            self.bar.update(step - self.last_log_step)
+            self.bar.set_postfix(ret=f"{row['rollout/ep_return_mean']:.1f}", task=row["shift/task_id"])
+        self.last_log_step = step
+        self.last_log_time = time.perf_counter()
+
+    def returns_per_task(self) -> dict[str, float]:
+        return {str(k): float(np.mean(v)) for k, v in sorted(self.task_returns.items())}

@@ -1,0 +1,107 @@
+"""The ``rlplast`` command line: ``train``, ``envs``, ``compare``, ``report``, ``config-reference``.
+
+Bad input of any kind ends with one line on stderr (``rlplast: error: …``) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlplast.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_common_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set agent.learning_rate=1e-3",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlplast", description="Reinforcement-learning plasticity testbed.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one PlasticDQN run from a YAML config")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    _add_common_overrides(p)
+    p.add_argument("--out", help="run directory (default: output.dir/<config stem>-s<seed>)")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shortcut for --set train.device=…")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("envs", help="list the registered rlplast environment ids")
+    sub.add_parser("config-reference", help="print every config key as a Markdown table")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rlplast.config import load_config
+    from rlplast.train import default_run_dir, run_training
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    cfg = load_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else default_run_dir(cfg, args.config)
+    summary = run_training(cfg, run_dir, overwrite=args.overwrite, quiet=args.quiet)
+    final = summary["final_return"]
+    print(
+        f"done: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
+        f"({summary['steps_per_s']:.0f} steps/s), final mean return {final:.1f}; run directory: {run_dir}"
+    )
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from rlplast.envs import format_env_table
+
+    print(format_env_table())
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from rlplast.config import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "envs": cmd_envs,
+    "config-reference": cmd_config_reference,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlplast`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"rlplast: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rlplast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""One training run, top to bottom: config → env → agent (+ interventions) → callback → run directory.
+
+Everything that can be rejected (config, env id, action space, interventions, device) is checked
+before the run directory is created, so bad input never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.logger import Logger
+
+from rlplast.config import Config, dump_config
+from rlplast.errors import UserError
+from rlplast.io import atomic_write_json, atomic_write_text
+
+ACTIVATIONS = {
+    "relu": torch.nn.ReLU,
+    "tanh": torch.nn.Tanh,
+    "elu": torch.nn.ELU,
+    "leaky_relu": torch.nn.LeakyReLU,
+}
+
+
+def resolve_device(name: str) -> str:
+    """Map ``auto`` to ``cuda`` when available, else ``cpu``; reject ``cuda`` without a GPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: 'cuda' requested but no CUDA device is available; valid: auto, cpu")
+    return name
+
+
+def make_env(cfg: Config) -> gym.Env:
+    """Create the configured env (importing ``env.import`` first) and check it suits DQN."""
+    from rlplast.envs.factory import make_env as _make
+
+    env = _make(cfg.env.id, cfg.env.kwargs, import_module=cfg.env.import_module)
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        env.close()
+        raise UserError(
+            f"env '{cfg.env.id}' has a {type(env.action_space).__name__} action space; "
+            "DQN needs a Discrete action space"
+        )
+    return env
+
+
+def policy_kwargs(cfg: Config) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` from the agent section."""
+    kwargs: dict[str, Any] = {
+        "net_arch": list(cfg.agent.net_arch),
+        "activation_fn": ACTIVATIONS[cfg.agent.activation],
+    }
+    if cfg.agent.features_extractor == "minatar_cnn":
+        from rlplast.agents.minatar_cnn import MinAtarCNN
+
+        kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
+    return kwargs
+
+
+def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
+    """A PlasticDQN with the configured hyperparameters and interventions."""
+    from rlplast.agents import PlasticDQN
+    from rlplast.interventions.base import build_intervention
+
+    interventions = [build_intervention(dict(spec)) for spec in cfg.interventions]
+    a = cfg.agent
+    model = PlasticDQN(
+        a.policy,
+        env,
+        interventions=interventions,
+        learning_rate=a.learning_rate,
+        buffer_size=a.buffer_size,
+        learning_starts=a.learning_starts,
+        batch_size=a.batch_size,
+        tau=a.tau,
+        gamma=a.gamma,
+        train_freq=a.train_freq,
+        gradient_steps=a.gradient_steps,
+        n_steps=a.n_steps,
+        target_update_interval=a.target_update_interval,
+        exploration_fraction=a.exploration_fraction,
+        exploration_initial_eps=a.exploration_initial_eps,
+        exploration_final_eps=a.exploration_final_eps,
+        max_grad_norm=a.max_grad_norm,
+        stats_window_size=a.stats_window_size,
+        policy_kwargs=policy_kwargs(cfg),
+        seed=cfg.train.seed,
+        device=device,
+        verbose=0,
+    )
+    # rlplast writes its own logs (RunLogger); SB3's logger records nothing anywhere.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+def default_run_dir(cfg: Config, config_path: str | Path | None) -> Path:
+    stem = cfg.output.name or (Path(config_path).stem if config_path else "run") + f"-s{cfg.train.seed}"
+    return Path(cfg.output.dir) / stem
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("rlplast", "torch", "stable-baselines3", "gymnasium", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Whether ``run_dir`` holds something; raise unless ``overwrite`` allows replacing it."""
+    occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    if occupied and not overwrite:
+        raise UserError(f"run directory {run_dir} already exists; pass --overwrite or choose --out")
+    return occupied
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create ``run_dir``; an existing non-empty one is replaced only with ``overwrite``."""
+    if check_run_dir(run_dir, overwrite):
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+        else:
+            run_dir.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_training(
+    cfg: Config,
+    run_dir: str | Path,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train one PlasticDQN run and write its run directory. Returns the summary.
+
+    Args:
+        cfg: a validated config.
+        run_dir: where to write (created; see :func:`prepare_run_dir`).
+        overwrite: replace an existing run directory.
+        quiet: no progress bar.
+    """
+    from rlplast.callbacks import MetricsProbe, TrainingCallback
+    from rlplast.runlog import RunLogger
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
+    device = resolve_device(cfg.train.device)
+    env = make_env(cfg)
+    model = build_model(cfg, env, device)
+    metrics = None
+    if cfg.metrics.enabled:
+        m = cfg.metrics
+        metrics = MetricsProbe(m.names, m.probe_size, m.n_min, m.probe_steps, seed=cfg.train.seed)
+
+    # Everything is validated: only now touch the file system.
+    prepare_run_dir(run_dir, overwrite)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard)
+    callback = TrainingCallback(
+        run_logger,
+        run_dir,
+        total_steps=cfg.train.total_steps,
+        log_every_steps=cfg.train.log_every_steps,
+        metrics=metrics,
+        metrics_every_steps=cfg.metrics.every_steps,
+        progress=cfg.train.progress and not quiet,
+    )
+    start = time.perf_counter()
+    try:
+        model.learn(cfg.train.total_steps, callback=callback, log_interval=None)
+    finally:
+        run_logger.close()
+    wall = time.perf_counter() - start
+    if cfg.output.save_model:
+        model.save(run_dir / "model.zip")
+    summary = {
+        "final_return": callback.mean_window_return(),
+        "final_return_window": model._stats_window_size,
+        "mean_return": (
+            float(sum(callback.all_returns) / len(callback.all_returns)) if callback.all_returns else None
+        ),
+        "episodes": len(callback.all_returns),
+        "returns_per_task": callback.returns_per_task(),
+        "steps": int(model.num_timesteps),
+        "updates": int(model._n_updates),
+        "wall_time_s": wall,
+        "steps_per_s": model.num_timesteps / wall if wall > 0 else None,
+        "seed": cfg.train.seed,
+        "device": device,
+        "env": cfg.env.id,
+        "interventions": [spec.get("name") for spec in cfg.interventions],
+        "versions": package_versions(),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    env.close()
+    return summary
