@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import DQN
+
+from rlplast.agents import PlasticDQN
+from rlplast.interventions.base import Intervention
+
+KW = dict(
+    learning_starts=100,
+    train_freq=4,
+    gradient_steps=2,
+    target_update_interval=50,
+    batch_size=32,
+    policy_kwargs=dict(net_arch=[16, 16]),
+)
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.q_net.parameters()]
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_matches_sb3_dqn_bitwise(seed):
+    """With no interventions, PlasticDQN's updates are exactly SB3's."""
+    torch.set_num_threads(1)
+    ref = DQN("MlpPolicy", "CartPole-v1", seed=seed, **KW).learn(800)
+    ours = PlasticDQN("MlpPolicy", "CartPole-v1", seed=seed, **KW).learn(800)
+    assert ours._n_updates == ref._n_updates > 0
+    for a, b in zip(_params(ref), _params(ours), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_differs_from_sb3_when_an_intervention_adds_loss():
+    """The equivalence test above can fail: an extra loss term changes the parameters."""
+
+    class Pull(Intervention):
+        def loss(self, batch, features, q_values):
+            return 0.1 * features.pow(2).mean()
+
+    ref = DQN("MlpPolicy", "CartPole-v1", seed=0, **KW).learn(400)
+    ours = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, interventions=[Pull()], **KW).learn(400)
+    assert any(not torch.equal(a, b) for a, b in zip(_params(ref), _params(ours), strict=True))
+
+
+def test_loss_hook_sees_penultimate_features_and_q_values():
+    seen = {}
+
+    class Spy(Intervention):
+        def setup(self, model):
+            super().setup(model)
+            seen["setup"] = True
+
+        def loss(self, batch, features, q_values):
+            seen["shapes"] = (tuple(features.shape), tuple(q_values.shape), tuple(batch.actions.shape))
+            last = self.model.q_net.q_net[-1]
+            seen["consistent"] = torch.allclose(last(features), q_values)
+            seen["grad"] = features.requires_grad
+            return None
+
+        def after_update(self, n_updates, num_timesteps):
+            seen["updates"] = n_updates
+
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, interventions=[Spy()], **KW).learn(300)
+    assert seen["setup"] and seen["consistent"] and seen["grad"]
+    assert seen["shapes"] == ((32, 16), (32, 2), (32, 1))
+    assert seen["updates"] == model._n_updates
+
+
+def test_records_grad_norm_from_clipping():
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=1, **KW).learn(400)
+    stats = model.pop_train_stats()
+    assert math.isfinite(stats["train/grad_norm"]) and stats["train/grad_norm"] > 0
+    assert math.isfinite(stats["train/loss"])
+    assert float(model.last_grad_norm) > 0
+    again = model.pop_train_stats()  # the window restarts after each read
+    assert math.isnan(again["train/grad_norm"])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=2, **KW).learn(300)
+    model.save(tmp_path / "model.zip")
+    loaded = PlasticDQN.load(tmp_path / "model.zip")
+    assert isinstance(loaded, PlasticDQN) and loaded.interventions == []
+    for a, b in zip(_params(model), _params(loaded), strict=True):
+        assert torch.equal(a, b)
+    obs = np.zeros(4, dtype=np.float32)
+    assert model.predict(obs, deterministic=True)[0] == loaded.predict(obs, deterministic=True)[0]
+    loaded.set_env(gym.make("CartPole-v1"))
+    loaded.learn(200)  # keeps training after a load

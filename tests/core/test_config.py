@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlplast.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    deep_merge,
+    dump_config,
+    load_config,
+    reference_markdown,
+)
+from rlplast.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_validate():
+    cfg = config_from_dict({})
+    assert isinstance(cfg, Config)
+    assert cfg.agent.learning_rate == 1e-4
+
+
+def test_unknown_key_names_key_and_nearest():
+    with pytest.raises(UserError, match=r"unknown key 'agent.learning_rat'.*did you mean 'learning_rate'"):
+        config_from_dict({"agent": {"learning_rat": 0.1}})
+    with pytest.raises(UserError, match=r"unknown key 'trian'.*did you mean 'train'"):
+        config_from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        ({"train": {"total_steps": "many"}}, r"train.total_steps: expected an integer"),
+        ({"train": {"total_steps": -5}}, r"train.total_steps: must be >= 1"),
+        ({"agent": {"learning_rate": 0}}, r"agent.learning_rate: must be > 0"),
+        ({"agent": {"gamma": 1.5}}, r"agent.gamma: must be <= 1"),
+        ({"train": {"device": "tpu"}}, r"train.device: 'tpu' is not allowed; valid: auto, cpu, cuda"),
+        ({"agent": {"net_arch": "64"}}, r"agent.net_arch: expected a list"),
+        ({"agent": {"net_arch": [64, 0]}}, r"layer sizes must be positive"),
+        ({"metrics": {"enabled": "yes please"}}, r"metrics.enabled: expected true or false"),
+        ({"train": []}, r"train: expected a mapping"),
+        ({"metrics": {"every_steps": 1500}, "train": {"log_every_steps": 1000}}, r"multiple of"),
+        ({"interventions": ["reset"]}, r"interventions\[0\]: expected a mapping"),
+    ],
+)
+def test_bad_values_name_field_and_allowed(data, pattern):
+    with pytest.raises(UserError, match=pattern):
+        config_from_dict(data)
+
+
+def test_yaml_scientific_notation_strings_become_floats(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("agent:\n  learning_rate: 1e-4\n  buffer_size: 1e5\n")
+    assert yaml.safe_load(p.read_text())["agent"]["learning_rate"] == "1e-4"  # the YAML pitfall
+    cfg = load_config(p)
+    assert cfg.agent.learning_rate == pytest.approx(1e-4)
+    assert cfg.agent.buffer_size == 100000 and isinstance(cfg.agent.buffer_size, int)
+
+
+def test_overrides_apply_and_are_checked(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  seed: 1\n")
+    cfg = load_config(p, ["train.seed=7", "agent.net_arch=[8, 8]", "env.kwargs.steps_per_task=100"])
+    assert cfg.train.seed == 7 and cfg.agent.net_arch == [8, 8]
+    assert cfg.env.kwargs == {"steps_per_task": 100}
+    with pytest.raises(UserError, match="unknown key 'train.sed'"):
+        load_config(p, ["train.sed=3"])
+    with pytest.raises(UserError, match="--set expects section.key=value"):
+        load_config(p, ["train.seed"])
+    with pytest.raises(UserError, match="'train.seed' is not a section"):
+        apply_overrides({"train": {"seed": 1}}, ["train.seed.x=2"])
+
+
+def test_env_import_key_round_trips():
+    cfg = config_from_dict({"env": {"id": "x/Y-v0", "import": "mypkg.envs"}})
+    assert cfg.env.import_module == "mypkg.envs"
+    dumped = yaml.safe_load(dump_config(cfg))
+    assert dumped["env"]["import"] == "mypkg.envs"
+    assert config_from_dict(dumped) == cfg
+
+
+def test_deep_merge_merges_mappings_and_replaces_lists():
+    base = {"agent": {"net_arch": [64, 64], "gamma": 0.9}, "interventions": [{"name": "a"}]}
+    out = deep_merge(base, {"agent": {"gamma": 0.5}, "interventions": [{"name": "b"}]})
+    assert out == {"agent": {"net_arch": [64, 64], "gamma": 0.5}, "interventions": [{"name": "b"}]}
+    assert base["agent"]["gamma"] == 0.9
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent: [1, 2\n")
+    with pytest.raises(UserError, match=r"invalid YAML in .*line"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(UserError, match="top level must be a mapping"):
+        load_config(scalar)
+
+
+def test_reference_lists_every_field():
+    text = reference_markdown()
+    for key in ("env.import", "agent.learning_rate", "train.total_steps", "metrics.every_steps", "output.dir"):
+        assert f"`{key}`" in text
+
+
+def _all_configs():
+    return sorted(p for p in (REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _all_configs(), ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_shipped_config_loads(path):
+    """Full configs load as they are; method overlays load on top of the defaults."""
+    data = yaml.safe_load(path.read_text()) or {}
+    cfg = config_from_dict(data)
+    assert cfg.train.total_steps >= 1
