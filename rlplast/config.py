@@ -385,7 +385,8 @@ def reference_markdown() -> str:
                     if s
                 )
             shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"| `{key}` | {_type_name(tp)} | `{shown}` | {allowed} | {meta.get('help', '')} |")
+            shown_type = _type_name(tp).replace(" | ", " or ").replace("None", "null")
+            lines.append(f"| `{key}` | {shown_type} | `{shown}` | {allowed} | {meta.get('help', '')} |")
 
     walk(Config, "")
     return "\n".join(lines) + "\n"

@@ -120,3 +120,9 @@ def test_every_shipped_config_loads(path):
     data = yaml.safe_load(path.read_text()) or {}
     cfg = config_from_dict(data)
     assert cfg.train.total_steps >= 1
+
+
+def test_configuration_doc_is_current():
+    """docs/configuration.md embeds `rlplast config-reference`; regenerate it when fields change."""
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert reference_markdown() in doc
