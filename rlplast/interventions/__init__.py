@@ -1,1 +1,23 @@
-"""Interventions against plasticity loss, composable from config."""
+"""Interventions against plasticity loss, composable from config.
+
+Each intervention is one file in this package: a dataclass registered with ``@register("name")``.
+Importing the package imports every module below, so they are all in :data:`INTERVENTIONS`.
+
+Example:
+    >>> from rlplast.interventions import INTERVENTIONS, build_intervention
+    >>> "redo" in INTERVENTIONS
+    True
+    >>> reg = build_intervention({"name": "nc_regularizer", "coef": 0.05})
+"""
+
+from rlplast.interventions import (  # noqa: F401  (imported to register)
+    full_reset,
+    l2_init,
+    nc_regularizer,
+    redo,
+    reset_last_layers,
+    shrink_perturb,
+)
+from rlplast.interventions.base import INTERVENTIONS, Intervention, build_intervention, register
+
+__all__ = ["INTERVENTIONS", "Intervention", "build_intervention", "register"]

@@ -1,0 +1,200 @@
+"""ReDo: recycle dormant neurons (Sokar, Agarwal, Castro, Evci 2023, "The Dormant Neuron Phenomenon")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from rlplast.errors import UserError
+from rlplast.interventions._nets import FreshInit, linear_layers
+from rlplast.interventions.base import Intervention, register
+
+if TYPE_CHECKING:
+    from rlplast.agents.dqn import PlasticDQN
+
+
+@register("redo")
+@dataclass
+class ReDo(Intervention):
+    """Every ``every_updates`` updates, re-initialise the τ-dormant units of the hidden layers.
+
+    A hidden unit ``i`` of a layer has score ``s_i = E|h_i| / mean_k E|h_k|`` (``h`` its
+    post-activation output, the expectation over ``batch_size`` observations drawn from the replay
+    buffer) and is dormant when ``s_i ≤ tau``. For each dormant unit: its incoming weights and bias
+    are set from a fresh initialisation of that layer (global torch RNG), its outgoing weights (the
+    matching column of the next linear layer) are zeroed, and the Adam moments (``exp_avg``,
+    ``exp_avg_sq``) of exactly those rows, bias entries and columns are zeroed; Adam's step count
+    and everything else are kept. The target network is left to its own sync schedule.
+
+    Hidden layers are the ``nn.Linear`` layers of the online network whose outputs feed the next
+    ``nn.Linear`` unit for unit (an MLP's hidden layers); convolutions are not recycled.
+    Observations are drawn with the intervention's own ``numpy`` generator (seeded by ``seed``),
+    so the global NumPy RNG — and thus the replay sampling of training — is untouched.
+
+    Logs ``intervention/redo_dormant_fraction`` (over all hidden units, at the latest check),
+    ``intervention/redo_units_reset`` (units recycled so far) and ``intervention/redo_checks``.
+    """
+
+    every_updates: int = 1000
+    """Gradient updates between checks (>= 1)."""
+    tau: float = 0.025
+    """Dormancy threshold on the normalised score (>= 0)."""
+    batch_size: int = 256
+    """Replay observations used to score the units (>= 1)."""
+    seed: int = 0
+    """Seed of the generator that picks those observations."""
+
+    def __post_init__(self) -> None:
+        if self.every_updates < 1:
+            raise UserError(
+                f"intervention '{self.name}': every_updates must be >= 1, got {self.every_updates}"
+            )
+        if self.tau < 0.0:
+            raise UserError(f"intervention '{self.name}': tau must be >= 0, got {self.tau}")
+        if self.batch_size < 1:
+            raise UserError(f"intervention '{self.name}': batch_size must be >= 1, got {self.batch_size}")
+        self.rng = np.random.default_rng(self.seed)
+        self.checks = 0
+        self._units_reset: torch.Tensor | int = 0
+        self._dormant_fraction: torch.Tensor | float = float("nan")
+
+    def setup(self, model: PlasticDQN) -> None:
+        super().setup(model)
+        self.q_net = model.policy.q_net
+        layers = [m for _, m in linear_layers(self.q_net)]
+        # (layer, next layer) pairs; whether the next layer consumes the layer's units one to one
+        # is checked on the first forward pass (shape of the next layer's input).
+        self._pairs = list(zip(layers[:-1], layers[1:], strict=True))
+        self._fresh = [FreshInit(layer) for layer, _ in self._pairs]
+
+    # ------------------------------------------------------------------ hooks
+    def after_update(self, n_updates: int, num_timesteps: int) -> None:
+        if n_updates % self.every_updates == 0:
+            obs = self.sample_observations()
+            if obs is not None:
+                self.recycle(obs)
+
+    def sample_observations(self) -> Any:
+        """``batch_size`` observations from the replay buffer (own RNG), as tensors; None if empty."""
+        rb = self.model.replay_buffer
+        upper = rb.buffer_size if rb.full else rb.pos
+        if upper == 0:
+            return None
+        idx = self.rng.integers(0, upper, size=self.batch_size)
+        env_idx = self.rng.integers(0, rb.n_envs, size=self.batch_size)
+        stored = rb.observations
+        obs = (
+            {k: v[idx, env_idx] for k, v in stored.items()}
+            if isinstance(stored, dict)
+            else stored[idx, env_idx]
+        )
+        vec_normalize = self.model.get_vec_normalize_env()
+        if vec_normalize is not None:
+            obs = vec_normalize.normalize_obs(obs)
+        device = self.model.device
+        if isinstance(obs, dict):
+            return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
+        return torch.as_tensor(obs, device=device)
+
+    # ------------------------------------------------------------------ the method
+    def hidden_activations(self, obs: Any) -> list[torch.Tensor | None]:
+        """Post-activation outputs of each hidden layer (None where not one-to-one with units)."""
+        captured: dict[int, torch.Tensor] = {}
+        handles = []
+        for i, (_, nxt) in enumerate(self._pairs):
+            handles.append(
+                nxt.register_forward_pre_hook(lambda _m, inp, i=i: captured.__setitem__(i, inp[0]))
+            )
+        try:
+            with torch.no_grad():
+                self.q_net(obs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        out: list[torch.Tensor | None] = []
+        for i, (layer, _) in enumerate(self._pairs):
+            h = captured.get(i)
+            ok = h is not None and h.dim() == 2 and h.shape[1] == layer.out_features
+            out.append(h if ok else None)
+        return out
+
+    def dormant_masks(self, obs: Any) -> list[torch.Tensor | None]:
+        """τ-dormant mask of each hidden layer's units (None for layers that are not recycled)."""
+        masks: list[torch.Tensor | None] = []
+        for h in self.hidden_activations(obs):
+            if h is None:
+                masks.append(None)
+                continue
+            mean_abs = h.abs().mean(0)
+            score = mean_abs / (mean_abs.mean() + 1e-9)
+            masks.append(score <= self.tau)
+        return masks
+
+    @torch.no_grad()
+    def recycle(self, obs: Any) -> list[torch.Tensor | None]:
+        """Score the units on ``obs`` and recycle the dormant ones; returns the masks."""
+        masks = self.dormant_masks(obs)
+        state = self.model.policy.optimizer.state
+        n_dormant: torch.Tensor | int = 0
+        n_units = 0
+        # Incoming weights first, for every layer; then outgoing weights, so that a dormant unit's
+        # outgoing weights are zero even when the next layer's dormant rows were re-drawn.
+        for (layer, _), fresh, mask in zip(self._pairs, self._fresh, masks, strict=True):
+            if mask is None:
+                continue
+            new = fresh.draw()
+            rows = mask[:, None]
+            layer.weight.copy_(torch.where(rows, new["weight"], layer.weight))
+            _zero_moments(state, layer.weight, rows)
+            if layer.bias is not None:
+                layer.bias.copy_(torch.where(mask, new["bias"], layer.bias))
+                _zero_moments(state, layer.bias, mask)
+        for (_, nxt), mask in zip(self._pairs, masks, strict=True):
+            if mask is None:
+                continue
+            cols = mask[None, :]
+            nxt.weight.masked_fill_(cols, 0.0)
+            _zero_moments(state, nxt.weight, cols)
+            n_dormant = n_dormant + mask.sum()
+            n_units += mask.numel()
+        self.checks += 1
+        if n_units:
+            self._units_reset = self._units_reset + n_dormant
+            self._dormant_fraction = n_dormant / n_units
+        return masks
+
+    # ------------------------------------------------------------------ logging and state
+    def log_values(self) -> dict[str, float]:
+        return {
+            "intervention/redo_dormant_fraction": float(self._dormant_fraction),
+            "intervention/redo_units_reset": float(self._units_reset),
+            "intervention/redo_checks": float(self.checks),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "checks": self.checks,
+            "units_reset": int(self._units_reset),
+            "dormant_fraction": float(self._dormant_fraction),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.checks = int(state["checks"])
+        self._units_reset = int(state["units_reset"])
+        self._dormant_fraction = float(state["dormant_fraction"])
+
+
+def _zero_moments(state: dict[Any, dict[str, Any]], param: torch.Tensor, mask: torch.Tensor) -> None:
+    """Zero Adam's first and second moments of ``param`` where ``mask`` (broadcastable) is True."""
+    slots = state.get(param)
+    if not slots:
+        return
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        moment = slots.get(key)
+        if isinstance(moment, torch.Tensor) and moment.shape == param.shape:
+            moment.masked_fill_(mask, 0.0)
