@@ -75,3 +75,18 @@ def test_user_env_from_a_module_outside_rlplast(tmp_path, monkeypatch):
     assert main(args) == 0
     rows = read_metrics_csv(out / "metrics.csv")
     assert {int(r["shift/task_id"]) for r in rows} == {0, 1}
+
+
+def test_minatar_sequence_trains_with_the_cnn(tmp_path):
+    import pytest
+
+    pytest.importorskip("minatar")
+    out = tmp_path / "minatar"
+    args = ["train", str(REPO / "configs/minatar_sequence.yaml"), "--out", str(out), "--quiet"]
+    overrides = [o for o in tiny_overrides(400, metrics=True) if not o.startswith("agent.net_arch")]
+    for o in [*overrides, "env.kwargs.steps_per_task=150"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    rows = read_metrics_csv(out / "metrics.csv")
+    assert len({r["shift/task_id"] for r in rows}) >= 2
+    assert any(r.get("collapse/nc1_taken", "") != "" for r in rows)

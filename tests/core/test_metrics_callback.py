@@ -1,0 +1,51 @@
+"""The metrics callback logs collapse/plasticity columns and never changes training."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from rlplast.agents import PlasticDQN
+from rlplast.config import load_config
+from rlplast.runlog import WALL_CLOCK_COLUMNS, read_metrics_csv
+from rlplast.train import run_training
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import REPO, tiny_overrides  # noqa: E402
+
+
+def _run(tmp_path, name, metrics: bool):
+    cfg = load_config(
+        REPO / "configs/permuted_cartpole.yaml",
+        [*tiny_overrides(800, metrics=metrics), "env.kwargs.steps_per_task=400", "output.tensorboard=false"],
+    )
+    run_training(cfg, tmp_path / name, quiet=True)
+    return tmp_path / name
+
+
+def test_metrics_do_not_change_training_and_are_logged(tmp_path):
+    with_metrics = _run(tmp_path, "on", metrics=True)
+    without = _run(tmp_path, "off", metrics=False)
+    a = PlasticDQN.load(with_metrics / "model.zip")
+    b = PlasticDQN.load(without / "model.zip")
+    for p, q in zip(a.q_net.parameters(), b.q_net.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+    rows_on = read_metrics_csv(with_metrics / "metrics.csv")
+    rows_off = read_metrics_csv(without / "metrics.csv")
+    for r_on, r_off in zip(rows_on, rows_off, strict=True):
+        for key, value in r_off.items():
+            if key not in WALL_CLOCK_COLUMNS:
+                assert r_on[key] == value, key
+
+    by_step = {int(r["step"]): r for r in rows_on}
+    for key in ("collapse/nc1_taken", "collapse/nc1_greedy", "plasticity/srank", "plasticity/probe_ratio"):
+        assert key in by_step[200], key
+        assert by_step[100][key] == ""  # metrics run every 200 steps, rows every 100
+        assert by_step[200][key] != "" and by_step[400][key] != ""
+    assert math.isfinite(float(by_step[400]["collapse/nc1_taken"]))
+    assert math.isfinite(float(by_step[400]["plasticity/distance_from_init"]))
+    assert not any(k.startswith("collapse/") for k in rows_off[0])
