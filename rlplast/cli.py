@@ -44,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("compare", help="run a methods × seeds sweep in parallel, then report")
+    p.add_argument("config", help="base YAML config; methods are overlays in methods/ beside it")
+    p.add_argument(
+        "--methods", required=True, help="comma-separated method names (methods/<name>.yaml) or .yaml paths"
+    )
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..S-1 (default 5)")
+    p.add_argument("--workers", type=int, help="parallel runs (default: os.cpu_count())")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="process pool or Ray tasks")
+    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    p.add_argument("--out", help="sweep directory (default: sweeps/<config stem>)")
+    _add_common_overrides(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    p = sub.add_parser("report", help="aggregate a sweep directory into tables and plots")
+    p.add_argument("sweep_dir", help="a directory written by `rlplast compare`")
+    p.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
+
     sub.add_parser("envs", help="list the registered rlplast environment ids")
     sub.add_parser("config-reference", help="print every config key as a Markdown table")
     return parser
@@ -69,6 +86,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rlplast.compare import parse_methods, run_compare
+
+    result = run_compare(
+        args.config,
+        parse_methods(args.methods),
+        seeds=args.seeds,
+        overrides=list(args.overrides),
+        out=args.out,
+        workers=args.workers,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        quiet=args.quiet,
+    )
+    failed = f", {len(result.failed)} failed ({', '.join(result.failed)})" if result.failed else ""
+    report = f"; report: {result.report_dir}" if result.report_dir else ""
+    print(
+        f"compare: {result.done} runs done, {result.skipped} skipped (already done){failed} "
+        f"in {result.wall_time_s:.1f} s; sweep: {result.out}{report}"
+    )
+    return 1 if result.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlplast.report import write_report
+
+    out = write_report(args.sweep_dir, args.out)
+    print(f"report written to {out}")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from rlplast.envs import format_env_table
 
@@ -85,6 +133,8 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "compare": cmd_compare,
+    "report": cmd_report,
     "envs": cmd_envs,
     "config-reference": cmd_config_reference,
 }

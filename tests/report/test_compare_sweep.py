@@ -1,0 +1,191 @@
+"""`rlplast compare`: a tiny real sweep, resume, a failing run, bad input and the Ray backend."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlplast.cli import main
+from rlplast.compare import read_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import tiny_overrides  # noqa: E402
+
+STEPS = 400
+BASE = """\
+env:
+  id: rlplast/PermutedCartPole-v0
+  kwargs: {steps_per_task: 200, n_tasks: 2}
+output: {tensorboard: false, save_model: false}
+"""
+
+
+def _overrides(metrics: bool = True) -> list[str]:
+    out: list[str] = []
+    for o in [*tiny_overrides(STEPS, metrics=metrics), "metrics.every_steps=100"]:
+        out += ["--set", o]
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Path:
+    """A base config with `vanilla` and `reset` method overlays beside it."""
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "methods" / "vanilla.yaml").write_text("{}\n")
+    (tmp_path / "methods" / "reset.yaml").write_text("interventions:\n  - {name: reset_last_layers}\n")
+    return tmp_path
+
+
+def _compare(cfg: Path, out: Path, methods: str, seeds: int = 2, extra: list[str] = ()) -> int:
+    args = ["compare", str(cfg), "--methods", methods, "--seeds", str(seeds), "--workers", "2"]
+    return main([*args, "--out", str(out), "--quiet", *_overrides(), *extra])
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_sweep_completes_reports_and_resumes(setup: Path):
+    out = setup / "sweep"
+    assert _compare(setup / "base.yaml", out, "vanilla,reset") == 0
+    manifest = read_manifest(out)
+    assert set(manifest["runs"]) == {"vanilla-s0", "vanilla-s1", "reset-s0", "reset-s1"}
+    for name, entry in manifest["runs"].items():
+        assert entry["state"] == "done" and entry["error"] is None and entry["wall_time_s"] > 0
+        run = out / "runs" / name
+        for f in ("config.yaml", "metrics.csv", "episodes.csv", "summary.json"):
+            assert (run / f).is_file(), (name, f)
+        assert f"seed: {entry['seed']}" in (run / "config.yaml").read_text()
+        assert "torch_threads: 1" in (run / "config.yaml").read_text()
+    assert "reset_last_layers" in (out / "runs" / "reset-s0" / "config.yaml").read_text()
+
+    rep = out / "report"
+    files = (
+        "report.md",
+        "summary.csv",
+        "correlations.csv",
+        "returns.png",
+        "collapse.png",
+        "nc1_vs_plasticity.png",
+    )
+    for f in files:
+        assert (rep / f).stat().st_size > 0, f
+    md = (rep / "report.md").read_text()
+    headings = (
+        "## Runs",
+        "## Task plasticity",
+        "## Collapse and plasticity",
+        "## NC1 vs plasticity",
+        "## Plots",
+    )
+    assert all(h in md for h in headings)
+    assert "nc1_taken" in md and "| vanilla | 1 |" in md and "| reset | all |" in md
+    summary = (rep / "summary.csv").read_text().splitlines()
+    assert summary[0] == "method,task,quantity,n,mean,iqm,ci_low,ci_high"
+    assert any(line.startswith("vanilla,1,mean_return,2,") for line in summary)
+    assert any(line.startswith("reset,all,collapse/nc1_taken,") for line in summary)
+
+    # Interrupted sweep: one run still "running" without its summary, another never started.
+    manifest["runs"]["reset-s1"]["state"] = "running"
+    (out / "runs" / "reset-s1" / "summary.json").unlink()
+    (out / "runs" / "reset-s1" / "stale.txt").write_text("partial")
+    del manifest["runs"]["vanilla-s1"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    kept = {n: _stat(out / "runs" / n / "metrics.csv") for n in ("vanilla-s0", "reset-s0")}
+    kept_summary = {n: (out / "runs" / n / "summary.json").read_bytes() for n in kept}
+    assert _compare(setup / "base.yaml", out, "vanilla,reset") == 0
+    manifest = read_manifest(out)
+    assert all(e["state"] == "done" for e in manifest["runs"].values()) and len(manifest["runs"]) == 4
+    assert not (out / "runs" / "reset-s1" / "stale.txt").exists()  # restarted from scratch
+    assert (out / "runs" / "reset-s1" / "summary.json").is_file()
+    for n, st in kept.items():
+        assert _stat(out / "runs" / n / "metrics.csv") == st, n
+        assert (out / "runs" / n / "summary.json").read_bytes() == kept_summary[n]
+
+    # A rerun with nothing left to do only rewrites the report; a changed config is refused.
+    assert _compare(setup / "base.yaml", out, "vanilla,reset") == 0
+    assert _stat(out / "runs" / "vanilla-s0" / "metrics.csv") == kept["vanilla-s0"]
+    assert _compare(setup / "base.yaml", out, "vanilla", extra=["--set", "agent.gamma=0.9"]) == 2
+
+    assert main(["report", str(out), "--out", str(setup / "rep2")]) == 0
+    assert (setup / "rep2" / "report.md").is_file()
+
+
+def test_failing_run_is_recorded_while_others_finish(setup: Path, monkeypatch, capsys):
+    # The overlay is valid config; its env.import module raises only when a worker imports it.
+    (setup / "crash_on_import.py").write_text("raise RuntimeError('boom: injected failure')\n")
+    monkeypatch.syspath_prepend(str(setup))
+    (setup / "methods" / "crash.yaml").write_text("env:\n  import: crash_on_import\n")
+    out = setup / "sweep"
+    assert _compare(setup / "base.yaml", out, "vanilla,crash", seeds=1) == 1
+    runs = read_manifest(out)["runs"]
+    assert runs["vanilla-s0"]["state"] == "done"
+    assert runs["crash-s0"]["state"] == "failed"
+    assert runs["crash-s0"]["error"] == "RuntimeError: boom: injected failure"
+    tb = (out / "runs" / "crash-s0" / "error.txt").read_text()
+    assert "Traceback" in tb and "crash_on_import" in tb
+    md = (out / "report" / "report.md").read_text()
+    assert "crash-s0" in md and "boom" in md
+    assert "1 failed (crash-s0)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "vanilla,nosuch"], "unknown method 'nosuch'"),
+        (["--methods", "vanilla", "--set", "agent.gama=0.9"], "unknown key 'agent.gama'"),
+        (["--methods", "vanilla", "--set", "agent.gamma"], "--set expects"),
+        (["--methods", "vanilla", "--seeds", "0"], "--seeds must be >= 1"),
+        (["--methods", "vanilla", "--workers", "0"], "--workers must be >= 1"),
+        (["--methods", "bad"], "method 'bad'"),
+        (["--methods", " , "], "at least one method"),
+        (["--methods", "vanilla", "--backend", "dask"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(setup: Path, capsys, args, message):
+    (setup / "methods" / "bad.yaml").write_text("agent:\n  learning_rate: -1\n")
+    out = setup / "sweep"
+    assert main(["compare", str(setup / "base.yaml"), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()  # nothing started
+
+
+def test_unknown_method_lists_available(setup: Path, capsys):
+    assert main(["compare", str(setup / "base.yaml"), "--methods", "resett", "--out", str(setup / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'reset'" in err and "available methods: reset, vanilla" in err
+
+
+def test_missing_config_and_missing_sweep(tmp_path: Path, capsys):
+    assert main(["compare", str(tmp_path / "none.yaml"), "--methods", "a"]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nosweep")]) == 2
+    assert "sweep directory not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_ray_backend_missing_is_a_user_error(setup: Path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--backend", "ray"]
+    assert main([*args, "--out", str(setup / "o")]) == 2
+    assert "install rlplast[ray]" in capsys.readouterr().err
+    assert not (setup / "o").exists()
+
+
+def test_ray_backend_runs_a_tiny_sweep(setup: Path):
+    pytest.importorskip("ray")
+    out = setup / "sweep"
+    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "2"]
+    assert main([*args, "--backend", "ray", "--out", str(out), "--quiet", *_overrides(metrics=False)]) == 0
+    runs = read_manifest(out)["runs"]
+    assert {n: e["state"] for n, e in runs.items()} == {"vanilla-s0": "done", "vanilla-s1": "done"}
+    assert (out / "runs" / "vanilla-s1" / "summary.json").is_file()
+    assert "No metrics" in (out / "report" / "report.md").read_text()
