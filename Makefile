@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rlplast train configs/cartpole.yaml --overwrite
+	$(VENV)/bin/rlplast compare configs/quickstart.yaml --methods vanilla,reset,ncreg --seeds 2 --out sweeps/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest
