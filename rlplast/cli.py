@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one PlasticDQN run from a YAML config")
     p.add_argument("config", help="YAML config file (see configs/)")
     _add_common_overrides(p)
-    p.add_argument("--out", help="run directory (default: output.dir/<config stem>-s<seed>)")
+    p.add_argument(
+        "--method",
+        help="a method overlay merged onto CONFIG: NAME (methods/NAME.yaml beside CONFIG) or a .yaml path",
+    )
+    p.add_argument("--out", help="run directory (default: output.dir/<config stem>[-<method>]-s<seed>)")
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shortcut for --set train.device=…")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -67,16 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlplast.config import load_config
+    from rlplast.config import load_config, read_yaml
     from rlplast.train import default_run_dir, run_training
 
+    overlays = []
+    if args.method:
+        from rlplast.compare import resolve_method
+
+        _, overlay_path = resolve_method(args.config, args.method)
+        overlays.append(read_yaml(overlay_path))
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
-    cfg = load_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else default_run_dir(cfg, args.config)
+    cfg = load_config(args.config, overrides, overlays)
+    run_dir = Path(args.out) if args.out else default_run_dir(cfg, args.config, args.method)
     summary = run_training(cfg, run_dir, overwrite=args.overwrite, quiet=args.quiet)
     final = summary["final_return"]
     print(

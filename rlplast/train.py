@@ -101,9 +101,14 @@ def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
     return model
 
 
-def default_run_dir(cfg: Config, config_path: str | Path | None) -> Path:
-    stem = cfg.output.name or (Path(config_path).stem if config_path else "run") + f"-s{cfg.train.seed}"
-    return Path(cfg.output.dir) / stem
+def default_run_dir(cfg: Config, config_path: str | Path | None, method: str | None = None) -> Path:
+    """``output.dir/output.name``, else ``output.dir/<config stem>[-<method>]-s<seed>``."""
+    if cfg.output.name:
+        return Path(cfg.output.dir) / cfg.output.name
+    stem = Path(config_path).stem if config_path else "run"
+    if method:
+        stem += f"-{Path(method).stem}"
+    return Path(cfg.output.dir) / f"{stem}-s{cfg.train.seed}"
 
 
 def package_versions() -> dict[str, str]:
