@@ -42,7 +42,10 @@ class PlasticDQN(DQN):
     def __init__(self, *args: Any, interventions: Sequence[Intervention] = (), **kwargs: Any) -> None:
         self.interventions: list[Intervention] = list(interventions)
         self.last_grad_norm: th.Tensor | float = float("nan")
-        self._reset_train_stats()
+        self._loss_sum: th.Tensor | float = 0.0
+        self._loss_count = 0
+        self._grad_norm_sum: th.Tensor | float = 0.0
+        self._grad_norm_count = 0
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -124,9 +127,9 @@ class PlasticDQN(DQN):
 
     def _reset_train_stats(self) -> None:
         # Sums start as Python floats so they take the device of the first tensor added (no sync).
-        self._loss_sum: th.Tensor | float = 0.0
+        self._loss_sum = 0.0
         self._loss_count = 0
-        self._grad_norm_sum: th.Tensor | float = 0.0
+        self._grad_norm_sum = 0.0
         self._grad_norm_count = 0
 
     def notify_task_switch(self, task_id: int) -> None:

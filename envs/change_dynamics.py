@@ -9,8 +9,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
 
+from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
 from rlplast.errors import UserError, unknown
 
 

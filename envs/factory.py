@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
-from rlplast.envs.registration import NAMESPACE
 
+from rlplast.envs.registration import NAMESPACE
 from rlplast.errors import UserError, closest
 
 

@@ -12,8 +12,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from rlplast.envs.schedule import TaskSequenceWrapper
 
+from rlplast.envs.schedule import TaskSequenceWrapper
 from rlplast.errors import UserError, unknown
 
 #: MinAtar's full action set, shared by every game: index → meaning.

@@ -7,8 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
 
+from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
 from rlplast.errors import UserError
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
 from rlplast.envs.permute_observation import draw_permutation
 from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
-
 from rlplast.errors import UserError
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+
 from rlplast.envs.change_dynamics import ChangeDynamics
 from rlplast.envs.offset_observation import OffsetObservation
 from rlplast.envs.permute_actions import PermuteActions

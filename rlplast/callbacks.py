@@ -11,7 +11,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlplast.io import append_line
 from rlplast.runlog import RunLogger
+
+if TYPE_CHECKING:
+    from rlplast.agents.dqn import PlasticDQN
 
 
 class MetricsProbe:
@@ -69,6 +72,8 @@ class TrainingCallback(BaseCallback):
         metrics_every_steps: env steps between metric computations.
         progress: show a tqdm bar (only when stderr is a terminal).
     """
+
+    model: PlasticDQN
 
     def __init__(
         self,

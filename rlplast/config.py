@@ -88,7 +88,9 @@ class MetricsConfig:
     """Neural-collapse and plasticity metrics computed during training."""
 
     enabled: bool = _f(True, "compute metrics during training")
-    every_steps: int = _f(5000, "env steps between metric computations (a multiple of log_every_steps)", min=1)
+    every_steps: int = _f(
+        5000, "env steps between metric computations (a multiple of log_every_steps)", min=1
+    )
     probe_size: int = _f(2048, "replay states drawn for each metric computation", min=2)
     names: list[str] = _f(["all"], "metric names to compute (see docs/metrics.md), or [all]")
     n_min: int = _f(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
@@ -239,7 +241,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         f = fields[key]
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, value if value is not None else {}, where)
+            kwargs[f.name] = _build(typing.cast(type, tp), value if value is not None else {}, where)
             continue
         checked = _check(where, tp, value)
         _check_range(where, f, checked)
@@ -369,9 +371,9 @@ def reference_markdown() -> str:
             key = f"{prefix}{_key(f)}"
             tp = hints[f.name]
             if dataclasses.is_dataclass(tp):
-                walk(tp, key + ".")
+                walk(typing.cast(type, tp), key + ".")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
             meta = f.metadata
             allowed = ""
             if "choices" in meta:
@@ -381,7 +383,10 @@ def reference_markdown() -> str:
                 op = ">" if meta.get("exclusive_min") else "≥"
                 allowed = " and ".join(
                     s
-                    for s in (f"{op} {lo}" if lo is not None else "", f"≤ {meta['max']}" if "max" in meta else "")
+                    for s in (
+                        f"{op} {lo}" if lo is not None else "",
+                        f"≤ {meta['max']}" if "max" in meta else "",
+                    )
                     if s
                 )
             shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()

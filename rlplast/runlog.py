@@ -90,7 +90,9 @@ class RunLogger:
         with open(self.path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         lines = [_line(self.columns)]
-        lines += [_line([r.get(c, "") or "" for c in self.columns]) for r in rows if set(r) <= set(old_columns)]
+        lines += [
+            _line([r.get(c, "") or "" for c in self.columns]) for r in rows if set(r) <= set(old_columns)
+        ]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     def close(self) -> None:

@@ -89,7 +89,9 @@ def build_intervention(spec: dict[str, Any]) -> Intervention:
         raise UserError(f"each intervention needs a 'name' key, got {spec!r}")
     params = dict(spec)
     cls = INTERVENTIONS.get(str(params.pop("name")))
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    fields: dict[str, dataclasses.Field] = (
+        {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    )
     for key in params:
         if key not in fields:
             raise UserError(
@@ -128,4 +130,6 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
             return value
         if typ == "None" and value is None:
             return value
-    raise UserError(f"intervention '{owner}': parameter '{key}' must be {' or '.join(allowed)}, got {value!r}")
+    raise UserError(
+        f"intervention '{owner}': parameter '{key}' must be {' or '.join(allowed)}, got {value!r}"
+    )

@@ -135,8 +135,26 @@ def test_console_script_reports_without_traceback(tmp_path):
     assert proc.stderr.strip() == (
         "rlplast: error: unknown key 'agent.gama' (did you mean 'gamma'?); valid keys: "
         + ", ".join(
-            "policy learning_rate buffer_size learning_starts batch_size tau gamma train_freq gradient_steps "
-            "n_steps target_update_interval exploration_fraction exploration_initial_eps exploration_final_eps "
-            "max_grad_norm stats_window_size net_arch activation features_extractor".split()
+            [
+                "policy",
+                "learning_rate",
+                "buffer_size",
+                "learning_starts",
+                "batch_size",
+                "tau",
+                "gamma",
+                "train_freq",
+                "gradient_steps",
+                "n_steps",
+                "target_update_interval",
+                "exploration_fraction",
+                "exploration_initial_eps",
+                "exploration_final_eps",
+                "max_grad_norm",
+                "stats_window_size",
+                "net_arch",
+                "activation",
+                "features_extractor",
+            ]
         )
     )

@@ -106,7 +106,13 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_reference_lists_every_field():
     text = reference_markdown()
-    for key in ("env.import", "agent.learning_rate", "train.total_steps", "metrics.every_steps", "output.dir"):
+    for key in (
+        "env.import",
+        "agent.learning_rate",
+        "train.total_steps",
+        "metrics.every_steps",
+        "output.dir",
+    ):
         assert f"`{key}`" in text
 
 

@@ -29,7 +29,18 @@ def test_regular_wheel_install_imports_from_another_directory(tmp_path):
     """A regular (non-editable) wheel carries rlplast/agents and rlplast/envs inside the package."""
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
     )

@@ -7,8 +7,8 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-import rlplast.envs  # noqa: F401  (registers the ids)
 
+import rlplast.envs  # noqa: F401  (registers the ids)
 from rlplast.errors import UserError
 
 pytest.importorskip("minatar")
@@ -80,9 +80,10 @@ def test_missing_minatar_says_how_to_install(monkeypatch):
 
 
 def test_minatar_cnn_trains_dqn_on_the_sequence():
-    from rlplast.agents.minatar_cnn import MinAtarCNN
     from stable_baselines3 import DQN
     from stable_baselines3.common.vec_env import VecTransposeImage
+
+    from rlplast.agents.minatar_cnn import MinAtarCNN
 
     env = gym.make("rlplast/MinAtarSequence-v0", steps_per_task=100)
     model = DQN(

@@ -10,10 +10,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import rlplast.envs
 from gymnasium.utils.env_checker import check_env
-from rlplast.envs import ENVS, find_task_wrapper, format_env_table, list_envs, make_env
 
+import rlplast.envs
+from rlplast.envs import ENVS, find_task_wrapper, format_env_table, list_envs, make_env
 from rlplast.errors import UserError
 
 HAS_MINATAR = importlib.util.find_spec("minatar") is not None

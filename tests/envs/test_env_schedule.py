@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
-from rlplast.envs import TaskSequenceWrapper, find_task_wrapper, task_rng
 
+from rlplast.envs import TaskSequenceWrapper, find_task_wrapper, task_rng
 from rlplast.errors import UserError
 
 

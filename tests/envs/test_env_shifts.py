@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
-from rlplast.envs import ChangeDynamics, OffsetObservation, PermuteActions, PermuteObservation
 
+from rlplast.envs import ChangeDynamics, OffsetObservation, PermuteActions, PermuteObservation
 from rlplast.errors import UserError
 
 OBS_SHIFTS = [PermuteObservation, OffsetObservation]

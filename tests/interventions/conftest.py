@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-from rlplast.agents import PlasticDQN
 
+from rlplast.agents import PlasticDQN
 from rlplast.interventions import Intervention
 
 
