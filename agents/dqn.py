@@ -19,12 +19,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
+from stable_baselines3.common.type_aliases import MaybeCallback, TrainFreq
 from torch.nn import functional as F
 
 from rlplast.interventions.base import Intervention
@@ -46,12 +47,61 @@ class PlasticDQN(DQN):
         self._loss_count = 0
         self._grad_norm_sum: th.Tensor | float = 0.0
         self._grad_norm_count = 0
+        #: Called after every collect-and-train iteration; returning False stops training.
+        #: Iteration ends are the points where a checkpoint captures the whole training state.
+        self.iteration_end_hook: Callable[[], bool] | None = None
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
         super()._setup_model()
         for intervention in self.interventions:
             intervention.setup(self)
+
+    # ------------------------------------------------------------------ the training loop
+    def learn(  # type: ignore[override]
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int | None = 4,
+        tb_log_name: str = "DQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> PlasticDQN:
+        """stable-baselines3 2.9's off-policy ``learn`` loop plus :attr:`iteration_end_hook`."""
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None, "You must set the environment before calling learn()"
+        assert isinstance(self.train_freq, TrainFreq)
+
+        while self.num_timesteps < total_timesteps:
+            rollout = self.collect_rollouts(
+                self.env,
+                train_freq=self.train_freq,
+                action_noise=self.action_noise,
+                callback=callback,
+                learning_starts=self.learning_starts,
+                replay_buffer=self.replay_buffer,
+                log_interval=log_interval,  # type: ignore[arg-type]
+            )
+            if not rollout.continue_training:
+                break
+            if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
+                gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+                if gradient_steps > 0:
+                    self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+            if self.iteration_end_hook is not None and not self.iteration_end_hook():
+                break
+
+        callback.on_training_end()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Checkpoints pickle the whole agent; the hook belongs to the live training process.
+        state = self.__dict__.copy()
+        state["iteration_end_hook"] = None
+        return state
 
     # ------------------------------------------------------------------ the update path
     def q_features(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -148,6 +198,7 @@ class PlasticDQN(DQN):
             "_grad_norm_count",
             "_loss_sum",
             "_loss_count",
+            "iteration_end_hook",
         ]
 
 

@@ -10,6 +10,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,9 @@ class TrainingCallback(BaseCallback):
         metrics: the metrics probe, or ``None`` for no metrics.
         metrics_every_steps: env steps between metric computations.
         progress: show a tqdm bar (only when stderr is a terminal).
+        checkpoint: called with the step to write a checkpoint (``None``: no checkpoints).
+        checkpoint_every_steps: env steps between periodic checkpoints (0: only on stop requests).
+        stop_on_nonfinite: checkpoint and stop when the loss, gradient norm or a parameter is not finite.
     """
 
     model: PlasticDQN
@@ -84,6 +88,9 @@ class TrainingCallback(BaseCallback):
         metrics: MetricsProbe | None = None,
         metrics_every_steps: int = 5000,
         progress: bool = True,
+        checkpoint: Callable[[int], None] | None = None,
+        checkpoint_every_steps: int = 0,
+        stop_on_nonfinite: bool = True,
     ) -> None:
         super().__init__()
         self.run_logger = run_logger
@@ -101,15 +108,58 @@ class TrainingCallback(BaseCallback):
         self.last_log_step = 0
         self.start_time = 0.0
         self.last_log_time = 0.0
+        self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
         self.bar: Any = None
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every_steps
+        self.last_checkpoint_step = 0
+        self.last_n_updates = 0.0
+        self.stop_on_nonfinite = stop_on_nonfinite
+        #: Why training should stop at the next iteration end (a signal, non-finite values).
+        self.stop_reason: str | None = None
+        self.resumed = False
+
+    # ------------------------------------------------------------------ resume
+    #: Attributes that make up the callback's part of a checkpoint.
+    STATE = (
+        "task_id",
+        "task_returns",
+        "all_returns",
+        "window",
+        "last_log_step",
+        "elapsed_before",
+        "last_checkpoint_step",
+        "last_n_updates",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.STATE}
+        state["elapsed_before"] = self.elapsed()
+        if self.metrics is not None:
+            state["metrics_rng"] = self.metrics.rng.bit_generator.state
+            state["metrics_init_params"] = self.metrics.init_params
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        if self.metrics is not None:
+            self.metrics.rng.bit_generator.state = state["metrics_rng"]
+            self.metrics.init_params = state["metrics_init_params"]
+        self.resumed = True
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.start_time if self.start_time else 0.0)
 
     # ------------------------------------------------------------------ SB3 hooks
     def _on_training_start(self) -> None:
-        self.window = deque(maxlen=self.model._stats_window_size)
         self.start_time = self.last_log_time = time.perf_counter()
-        append_line(self.episodes_path, "step,episode_return,episode_length,task_id")
-        if self.metrics is not None:
-            self.metrics.snapshot_init(self.model)
+        self.model.iteration_end_hook = self.on_iteration_end
+        if not self.resumed:
+            self.window = deque(maxlen=self.model._stats_window_size)
+            append_line(self.episodes_path, "step,episode_return,episode_length,task_id")
+            if self.metrics is not None:
+                self.metrics.snapshot_init(self.model)
         if self.show_progress:
             from tqdm import tqdm
 
@@ -131,10 +181,29 @@ class TrainingCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
-        if self.num_timesteps != self.last_log_step:
+        self.model.iteration_end_hook = None
+        if self.stop_reason is None and self.num_timesteps != self.last_log_step:
             self._log(self.num_timesteps)
         if self.bar is not None:
             self.bar.close()
+
+    def on_iteration_end(self) -> bool:
+        """After each collect-and-train iteration: checkpoint when due; ``False`` stops training."""
+        step = self.num_timesteps
+        due = (
+            self.checkpoint_every
+            and step // self.checkpoint_every > self.last_checkpoint_step // self.checkpoint_every
+        )
+        if self.checkpoint is not None and (due or self.stop_reason is not None):
+            self.flush_episodes()
+            self.last_checkpoint_step = step
+            self.checkpoint(step)
+        return self.stop_reason is None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop at the next iteration end, after a checkpoint (used by signal handlers)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_episode(self, step: int, ret: float, length: int) -> None:
@@ -147,13 +216,16 @@ class TrainingCallback(BaseCallback):
     def mean_window_return(self) -> float:
         return float(np.mean([r for r, _ in self.window])) if self.window else math.nan
 
-    def _log(self, step: int) -> None:
-        now = time.perf_counter()
+    def flush_episodes(self) -> None:
         if self.pending_episodes:
             append_line(self.episodes_path, "\n".join(self.pending_episodes))
             self.pending_episodes = []
+
+    def _log(self, step: int) -> None:
+        now = time.perf_counter()
+        self.flush_episodes()
         row: dict[str, Any] = {
-            "time_s": now - self.start_time,
+            "time_s": self.elapsed(),
             "steps_per_s": (step - self.last_log_step) / max(now - self.last_log_time, 1e-9),
             "shift/task_id": self.task_id if self.task_id is not None else 0,
             "rollout/episodes": len(self.all_returns),
@@ -162,6 +234,7 @@ class TrainingCallback(BaseCallback):
             "rollout/exploration_rate": float(self.model.exploration_rate),
         }
         row.update(self.model.pop_train_stats())
+        self._check_finite(step, row)
         if self.metrics is not None and step // self.metrics_every > self.last_log_step // self.metrics_every:
             row.update(self.metrics.compute(self.model))
         self.run_logger.write(step, row)
@@ -170,6 +243,21 @@ class TrainingCallback(BaseCallback):
             self.bar.set_postfix(ret=f"{row['rollout/ep_return_mean']:.1f}", task=row["shift/task_id"])
         self.last_log_step = step
         self.last_log_time = time.perf_counter()
+
+    def _check_finite(self, step: int, row: dict[str, Any]) -> None:
+        """Flag a non-finite loss, gradient norm or parameter (one device sync per logging step)."""
+        updated = row["train/n_updates"] > self.last_n_updates  # else loss and norm are NaN by design
+        self.last_n_updates = row["train/n_updates"]
+        bad = {k: row[k] for k in ("train/loss", "train/grad_norm") if updated and not math.isfinite(row[k])}
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.q_net.parameters()]).all()
+        if not bool(finite):
+            bad["parameters"] = "non-finite"
+        if not bad:
+            return
+        what = ", ".join(f"{k}={v}" for k, v in bad.items())
+        print(f"rlplast: non-finite values at step {step}: {what}", file=sys.stderr)
+        if self.stop_on_nonfinite:
+            self.request_stop(f"non-finite values at step {step}: {what}")
 
     def returns_per_task(self) -> dict[str, float]:
         return {str(k): float(np.mean(v)) for k, v in sorted(self.task_returns.items())}

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlplast.errors import UserError
+from rlplast.errors import TrainingStopped, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one PlasticDQN run from a YAML config")
-    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omit with --resume")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its latest valid checkpoint (its own config.yaml is used)",
+    )
     _add_common_overrides(p)
     p.add_argument(
         "--method",
@@ -65,6 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="a directory written by `rlplast compare`")
     p.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
 
+    p = sub.add_parser(
+        "supervised", help="run the supervised permuted-digits track (or warm start) and report"
+    )
+    p.add_argument("config", help="YAML config (see configs/supervised/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set n_tasks=20 --set regularizer.coef=0.05",
+    )
+    p.add_argument("--out", help="report directory (default: runs/supervised/<config stem>)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds, seed..seed+N-1 (default 1)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an existing report directory"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
     sub.add_parser("envs", help="list the registered rlplast environment ids")
     sub.add_parser("config-reference", help="print every config key as a Markdown table")
     return parser
@@ -72,8 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rlplast.config import load_config, read_yaml
-    from rlplast.train import default_run_dir, run_training
+    from rlplast.train import default_run_dir, resume_training, run_training
 
+    if args.resume:
+        given = [
+            flag
+            for flag, value in (
+                ("CONFIG", args.config),
+                ("--set", args.overrides),
+                ("--method", args.method),
+                ("--out", args.out),
+                ("--seed", args.seed),
+                ("--device", args.device),
+                ("--overwrite", args.overwrite),
+            )
+            if value not in (None, [], False)
+        ]
+        if given:
+            raise UserError(f"--resume continues a run with its own config; drop {', '.join(given)}")
+        return _report_done(resume_training(args.resume, quiet=args.quiet), Path(args.resume))
+    if not args.config:
+        raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
     overlays = []
     if args.method:
         from rlplast.compare import resolve_method
@@ -87,7 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={args.device}")
     cfg = load_config(args.config, overrides, overlays)
     run_dir = Path(args.out) if args.out else default_run_dir(cfg, args.config, args.method)
-    summary = run_training(cfg, run_dir, overwrite=args.overwrite, quiet=args.quiet)
+    return _report_done(run_training(cfg, run_dir, overwrite=args.overwrite, quiet=args.quiet), run_dir)
+
+
+def _report_done(summary: dict, run_dir: Path) -> int:
     final = summary["final_return"]
     print(
         f"done: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
@@ -127,6 +173,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supervised(args: argparse.Namespace) -> int:
+    from rlplast.supervised import load_supervised_config, run_supervised
+
+    cfg = load_supervised_config(args.config, list(args.overrides))
+    out = Path(args.out) if args.out else Path("runs") / "supervised" / Path(args.config).stem
+    quiet = {"progress": None} if args.quiet else {}  # default: progress lines on stderr
+    info = run_supervised(cfg, out, seeds=args.seeds, overwrite=args.overwrite, **quiet)
+    print(
+        f"supervised ({cfg.mode}): {len(info['seeds'])} seed(s) in {info['train_seconds']:.1f} s; report: {out}"
+    )
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from rlplast.envs import format_env_table
 
@@ -145,9 +204,15 @@ COMMANDS = {
     "train": cmd_train,
     "compare": cmd_compare,
     "report": cmd_report,
+    "supervised": cmd_supervised,
     "envs": cmd_envs,
     "config-reference": cmd_config_reference,
 }
+
+
+def one_line(message: str) -> str:
+    """Escape line breaks and other control characters that user input may carry into a message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"rlplast: error: {exc}", file=sys.stderr)
+        print(f"rlplast: error: {one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingStopped as exc:
+        print(f"rlplast: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rlplast: interrupted", file=sys.stderr)

@@ -81,6 +81,11 @@ class TrainConfig:
     log_every_steps: int = _f(1000, "env steps between rows of metrics.csv / TensorBoard points", min=1)
     torch_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest for small nets", min=0)
     progress: bool = _f(True, "show a progress bar (only on a terminal)")
+    on_nonfinite: str = _f(
+        "stop",
+        "a non-finite loss, gradient norm or parameter: checkpoint and stop, or log it and continue",
+        choices=["stop", "continue"],
+    )
 
 
 @dataclass
@@ -95,6 +100,14 @@ class MetricsConfig:
     names: list[str] = _f(["all"], "metric names to compute (see docs/metrics.md), or [all]")
     n_min: int = _f(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
     probe_steps: int = _f(500, "gradient steps of the probe-plasticity fit", min=1)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints for exact resume (``rlplast train --resume RUN_DIR``)."""
+
+    every_steps: int = _f(20_000, "env steps between checkpoints (0 = only on SIGINT/SIGTERM)", min=0)
+    keep: int = _f(2, "newest checkpoints kept on disk", min=1)
 
 
 @dataclass
@@ -118,6 +131,7 @@ class Config:
     interventions: list[dict[str, Any]] = _f(
         [], "interventions, e.g. [{name: reset_last_layers, every_steps: 20000}]"
     )
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "output"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,7 +329,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        raise UserError(f"--set {dotted}: cannot parse value '{raw}' as YAML") from None
+        raise UserError(f"--set {dotted}: cannot parse value {raw!r} as YAML") from None
     return parts, value
 
 

@@ -12,6 +12,14 @@ class UserError(Exception):
     exit_code = 2
 
 
+class TrainingStopped(Exception):
+    """Training stopped early (a signal, non-finite values) after writing a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def closest(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` suffix for the closest valid choice, or ``""``."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rlplast.io import append_line, atomic_write_text
+from rlplast.io import append_line, atomic_write_text, truncate_csv_rows
 
 #: Columns every metrics.csv starts with. ``time_s`` and ``steps_per_s`` are wall-clock columns:
 #: the only ones that differ between two runs with the same config and seed on CPU.
@@ -57,17 +57,26 @@ class RunLogger:
     Args:
         run_dir: the run directory.
         tensorboard: also write TensorBoard event files under ``run_dir/tb``.
+        resume_step: continue an existing run from this step: rows after it (written after the
+            checkpoint the run resumes from) are dropped from metrics.csv, and TensorBoard is told
+            to purge its points after it, so no row is duplicated or missing.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.columns = list(BASE_COLUMNS)
         self._writer = None
+        if resume_step is None:
+            atomic_write_text(self.path, _line(self.columns) + "\n")
+        else:
+            truncate_csv_rows(self.path, lambda line: int(line.split(",", 1)[0]) <= resume_step)
+            with open(self.path, newline="") as fh:
+                self.columns = next(csv.reader(fh))
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
-        atomic_write_text(self.path, _line(self.columns) + "\n")
+            purge = None if resume_step is None else resume_step + 1
+            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
 
     def write(self, step: int, row: dict[str, Any]) -> None:
         """Write one logging step. ``row`` maps column names to numbers (missing → empty cell)."""

@@ -6,9 +6,11 @@ before the run directory is created, so bad input never leaves a half-written ru
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
-import time
+import signal
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from rlplast.config import Config, dump_config
-from rlplast.errors import UserError
+from rlplast.errors import TrainingStopped, UserError
 from rlplast.io import atomic_write_json, atomic_write_text
 
 ACTIVATIONS = {
@@ -139,6 +141,9 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
 def run_training(
     cfg: Config,
     run_dir: str | Path,
@@ -152,8 +157,11 @@ def run_training(
         run_dir: where to write (created; see :func:`prepare_run_dir`).
         overwrite: replace an existing run directory.
         quiet: no progress bar.
+
+    Raises:
+        UserError: bad input (nothing is written).
+        TrainingStopped: a signal or non-finite values stopped training after a checkpoint.
     """
-    from rlplast.callbacks import MetricsProbe, TrainingCallback
     from rlplast.runlog import RunLogger
 
     run_dir = Path(run_dir)
@@ -163,16 +171,54 @@ def run_training(
     device = resolve_device(cfg.train.device)
     env = make_env(cfg)
     model = build_model(cfg, env, device)
-    metrics = None
-    if cfg.metrics.enabled:
-        m = cfg.metrics
-        metrics = MetricsProbe(m.names, m.probe_size, m.n_min, m.probe_steps, seed=cfg.train.seed)
+    callback = _make_callback(cfg, run_dir, None, quiet)  # validates metric names
 
     # Everything is validated: only now touch the file system.
     prepare_run_dir(run_dir, overwrite)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard)
-    callback = TrainingCallback(
+    callback.run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard)
+    return _train(cfg, model, callback, run_dir)
+
+
+def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Continue a run from its latest valid checkpoint, exactly as if it had never stopped.
+
+    Raises:
+        UserError: not a run directory, already finished, or no valid checkpoint.
+    """
+    from rlplast.checkpoint import load_latest, set_rng_state
+    from rlplast.config import load_config
+    from rlplast.io import truncate_csv_rows
+    from rlplast.runlog import RunLogger
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
+    if (run_dir / "summary.json").is_file():
+        raise UserError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
+    cfg = load_config(run_dir / "config.yaml")
+    payload, path = load_latest(run_dir / "checkpoints")
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
+    step = int(payload["step"])
+    model = payload["model"]
+    callback = _make_callback(cfg, run_dir, None, quiet)
+    callback.load_state_dict(payload["callback"])
+    set_rng_state(payload["rng"])
+    truncate_csv_rows(run_dir / "episodes.csv", lambda line: int(line.split(",", 1)[0]) <= step)
+    callback.run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard, resume_step=step)
+    print(f"rlplast: resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
+    return _train(cfg, model, callback, run_dir)
+
+
+def _make_callback(cfg: Config, run_dir: Path, run_logger: Any, quiet: bool) -> Any:
+    from rlplast.callbacks import MetricsProbe, TrainingCallback
+
+    metrics = None
+    if cfg.metrics.enabled:
+        m = cfg.metrics
+        metrics = MetricsProbe(m.names, m.probe_size, m.n_min, m.probe_steps, seed=cfg.train.seed)
+    return TrainingCallback(
         run_logger,
         run_dir,
         total_steps=cfg.train.total_steps,
@@ -180,15 +226,60 @@ def run_training(
         metrics=metrics,
         metrics_every_steps=cfg.metrics.every_steps,
         progress=cfg.train.progress and not quiet,
+        checkpoint_every_steps=cfg.checkpoint.every_steps,
+        stop_on_nonfinite=cfg.train.on_nonfinite == "stop",
     )
-    start = time.perf_counter()
+
+
+def _train(cfg: Config, model: Any, callback: Any, run_dir: Path) -> dict[str, Any]:
+    """The loop shared by fresh and resumed runs: learn, then write model.zip and summary.json."""
+    from rlplast import __version__
+    from rlplast.checkpoint import rng_state, save_checkpoint
+
+    def checkpoint(step: int) -> None:
+        payload = {
+            "step": step,
+            "model": model,
+            "callback": callback.state_dict(),
+            "rng": rng_state(),
+            "rlplast": __version__,
+        }
+        save_checkpoint(run_dir / "checkpoints", step, payload, keep=cfg.checkpoint.keep)
+
+    callback.checkpoint = checkpoint
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        callback.request_stop(f"received {signal.Signals(signum).name}")
+
+    previous = {}
+    for sig in SIGNAL_EXIT_CODES:
+        # Outside the main thread (e.g. some Ray workers) there is no graceful stop.
+        with contextlib.suppress(ValueError):
+            previous[sig] = signal.signal(sig, on_signal)
+    resumed = model.num_timesteps > 0
     try:
-        model.learn(cfg.train.total_steps, callback=callback, log_interval=None)
+        model.learn(
+            cfg.train.total_steps - model.num_timesteps,
+            callback=callback,
+            log_interval=None,
+            reset_num_timesteps=not resumed,
+        )
     finally:
-        run_logger.close()
-    wall = time.perf_counter() - start
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        callback.run_logger.close()
+    if callback.stop_reason is not None:
+        code = SIGNAL_EXIT_CODES.get(signal.Signals(received[0]), 1) if received else 1
+        raise TrainingStopped(
+            f"{callback.stop_reason}; checkpoint saved at step {model.num_timesteps}; "
+            f"continue with: rlplast train --resume {run_dir}",
+            exit_code=code,
+        )
     if cfg.output.save_model:
         model.save(run_dir / "model.zip")
+    wall = callback.elapsed()
     summary = {
         "final_return": callback.mean_window_return(),
         "final_return_window": model._stats_window_size,
@@ -201,12 +292,13 @@ def run_training(
         "updates": int(model._n_updates),
         "wall_time_s": wall,
         "steps_per_s": model.num_timesteps / wall if wall > 0 else None,
+        "resumed": resumed,
         "seed": cfg.train.seed,
-        "device": device,
+        "device": str(model.device),
         "env": cfg.env.id,
         "interventions": [spec.get("name") for spec in cfg.interventions],
         "versions": package_versions(),
     }
     atomic_write_json(run_dir / "summary.json", summary)
-    env.close()
+    model.env.close()
     return summary
