@@ -88,7 +88,9 @@ class PlasticDQN(DQN):
             if not rollout.continue_training:
                 break
             if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
-                gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+                gradient_steps = (
+                    self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+                )
                 if gradient_steps > 0:
                     self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
             if self.iteration_end_hook is not None and not self.iteration_end_hook():
