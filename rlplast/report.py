@@ -27,6 +27,7 @@ import io
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +58,8 @@ MAIN_METRICS = (
 )
 PROBE_COLUMN = "plasticity/probe_ratio"
 RETURN_COLUMN = "rollout/ep_return_mean"
+#: Below this many seeds, curve bands show the range over seeds rather than a t-interval.
+MIN_SEEDS_FOR_CI = 3
 SUMMARY_COLUMNS = ["method", "task", "quantity", "n", "mean", "iqm", "ci_low", "ci_high"]
 CORRELATION_COLUMNS = [
     "scope",
@@ -389,7 +392,18 @@ def _curve_band(runs: list[RunData], column: str, grid: np.ndarray) -> tuple[np.
         curves.append(c)
     if not curves:
         return None
-    return t_interval(np.vstack(curves), axis=0)
+    stacked = np.vstack(curves)
+    if len(curves) < MIN_SEEDS_FOR_CI:
+        # A t-interval from 2 seeds is ~13 standard errors wide: show the seeds' range instead.
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
+    return t_interval(stacked, axis=0)
+
+
+def band_label(n_seeds: int) -> str:
+    """What the shaded band around a mean curve shows."""
+    return "95% CI over seeds" if n_seeds >= MIN_SEEDS_FOR_CI else "min-max over seeds"
 
 
 def _task_starts(runs: list[RunData]) -> list[tuple[float, float, int]]:
@@ -418,7 +432,7 @@ def _grid(runs: list[RunData]) -> np.ndarray:
 
 
 def plot_returns(runs: list[RunData], path: Path) -> None:
-    """returns.png: rolling mean return vs env step, mean ± 95 % t-CI over seeds, tasks shaded."""
+    """returns.png: rolling mean return vs env step per method with a band over seeds, tasks shaded."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -444,7 +458,8 @@ def plot_returns(runs: list[RunData], path: Path) -> None:
         ax.legend(fontsize=8)
     ax.set_xlabel("env step")
     ax.set_ylabel("episode return (rolling mean)")
-    ax.set_title("Return vs env step (mean ± 95% CI over seeds; shaded = odd tasks)")
+    n_min = min((sum(r.method == m for r in runs) for m in {r.method for r in runs}), default=0)
+    ax.set_title(f"Return vs env step (mean, band = {band_label(n_min)}; grey = odd tasks)")
     _save_png(fig, path)
     plt.close(fig)
 
