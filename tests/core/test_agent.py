@@ -93,3 +93,30 @@ def test_save_and_load_round_trip(tmp_path):
     assert model.predict(obs, deterministic=True)[0] == loaded.predict(obs, deterministic=True)[0]
     loaded.set_env(gym.make("CartPole-v1"))
     loaded.learn(200)  # keeps training after a load
+
+
+def test_training_mode_walk_skipped_only_when_no_module_depends_on_it():
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[8]))
+    model.q_net.train(True)
+    model.policy.set_training_mode(False)
+    assert model.policy.training is False
+    assert model.q_net.training is True  # mode-free net: the walk was skipped
+
+    with_dropout = PlasticDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[8]))
+    with_dropout.q_net.q_net.insert(1, torch.nn.Dropout(0.5))
+    with_dropout.policy.set_training_mode(True)
+    with_dropout.policy.set_training_mode(False)
+    assert with_dropout.q_net.q_net[1].training is False
+    with_dropout.policy.set_training_mode(True)
+    assert with_dropout.q_net.q_net[1].training is True
+
+
+def test_greedy_predict_matches_sb3_policy_predict():
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=4, policy_kwargs=dict(net_arch=[16]))
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    ours, _ = model.predict(obs, deterministic=True)
+    ref, _ = model.policy.predict(obs, deterministic=True)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape == (64,)
+    assert np.array_equal(ours, ref)
+    single, _ = model.predict(obs[0], deterministic=True)  # non-vectorized: SB3's own path
+    assert single.shape == () and single == ref[0]
