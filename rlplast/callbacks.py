@@ -23,6 +23,7 @@ from rlplast.runlog import RunLogger
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
+    from rlplast.config import MetricsConfig
 
 
 class MetricsProbe:
@@ -30,13 +31,25 @@ class MetricsProbe:
 
     It uses its own NumPy generator, so drawing probe states never touches the global NumPy RNG
     that drives exploration and replay sampling: training is identical with and without metrics.
+    Probe plasticity (hundreds of gradient steps) runs only every ``probe_every_steps``; the other
+    selected metrics run every ``every_steps``.
     """
 
-    def __init__(self, names: list[str], probe_size: int, n_min: int, probe_steps: int, seed: int) -> None:
+    def __init__(self, cfg: MetricsConfig, seed: int) -> None:
         from rlplast.metrics import MetricSuite
 
-        self.suite = MetricSuite(names=names, n_min=n_min, probe_steps=probe_steps, probe_seed=seed)
-        self.probe_size = probe_size
+        options = dict(n_min=cfg.n_min, probe_steps=cfg.probe_steps, probe_seed=seed)
+        self.suite = MetricSuite(names=cfg.names, **options)
+        cheap = [name for name in self.suite.names if name != "probe"]
+        self.cheap_suite = (
+            self.suite
+            if cheap == self.suite.names
+            else MetricSuite(names=cheap, **options)
+            if cheap
+            else None
+        )
+        self.probe_every = cfg.probe_every_steps
+        self.probe_size = cfg.probe_size
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.init_params: list[torch.Tensor] | None = None
         self.reported: set[str] = set()
@@ -44,7 +57,11 @@ class MetricsProbe:
     def snapshot_init(self, model: Any) -> None:
         self.init_params = [p.detach().clone() for p in model.q_net.parameters()]
 
-    def compute(self, model: Any) -> dict[str, float]:
+    def compute(self, model: Any, with_probe: bool) -> dict[str, float]:
+        """Metrics on fresh probe states; ``with_probe`` adds probe plasticity (if selected)."""
+        suite = self.suite if with_probe else self.cheap_suite
+        if suite is None:
+            return {}
         buffer = model.replay_buffer
         size = buffer.size()
         if size < 2:
@@ -53,8 +70,8 @@ class MetricsProbe:
         idx = self.rng.choice(size, size=n, replace=False)
         obs = buffer.to_torch(buffer.observations[idx, 0])
         actions = buffer.to_torch(buffer.actions[idx, 0].reshape(-1)).long()
-        values = self.suite.compute(model.q_net, obs, taken_actions=actions, init_params=self.init_params)
-        for reason in getattr(self.suite, "nan_reasons", ()):
+        values = suite.compute(model.q_net, obs, taken_actions=actions, init_params=self.init_params)
+        for reason in suite.nan_reasons:
             if reason not in self.reported:
                 self.reported.add(reason)
                 print(f"rlplast: metrics: {reason} (reported once)", file=sys.stderr)
@@ -236,7 +253,10 @@ class TrainingCallback(BaseCallback):
         row.update(self.model.pop_train_stats())
         self._check_finite(step, row)
         if self.metrics is not None and step // self.metrics_every > self.last_log_step // self.metrics_every:
-            row.update(self.metrics.compute(self.model))
+            every = self.metrics.probe_every
+            row.update(
+                self.metrics.compute(self.model, with_probe=step // every > self.last_log_step // every)
+            )
         self.run_logger.write(step, row)
         if self.bar is not None:
             self.bar.update(step - self.last_log_step)

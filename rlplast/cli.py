@@ -210,18 +210,13 @@ COMMANDS = {
 }
 
 
-def one_line(message: str) -> str:
-    """Escape line breaks and other control characters that user input may carry into a message."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlplast`` console script."""
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"rlplast: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"rlplast: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except TrainingStopped as exc:
         print(f"rlplast: stopped: {exc}", file=sys.stderr)

@@ -100,6 +100,11 @@ class MetricsConfig:
     names: list[str] = _f(["all"], "metric names to compute (see docs/metrics.md), or [all]")
     n_min: int = _f(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
     probe_steps: int = _f(500, "gradient steps of the probe-plasticity fit", min=1)
+    probe_every_steps: int = _f(
+        25_000,
+        "env steps between probe-plasticity fits, the one costly metric (a multiple of every_steps)",
+        min=1,
+    )
 
 
 @dataclass
@@ -270,6 +275,11 @@ def _validate(cfg: Config) -> None:
             f"metrics.every_steps ({cfg.metrics.every_steps}) must be a multiple of "
             f"train.log_every_steps ({cfg.train.log_every_steps})"
         )
+    if cfg.metrics.enabled and cfg.metrics.probe_every_steps % cfg.metrics.every_steps:
+        raise UserError(
+            f"metrics.probe_every_steps ({cfg.metrics.probe_every_steps}) must be a multiple of "
+            f"metrics.every_steps ({cfg.metrics.every_steps})"
+        )
     if any(n <= 0 for n in cfg.agent.net_arch):
         raise UserError(f"agent.net_arch: layer sizes must be positive, got {cfg.agent.net_arch}")
     for i, spec in enumerate(cfg.interventions):
@@ -321,11 +331,11 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``section.key=value`` (the value is read as YAML) into (path, value)."""
     if "=" not in text:
-        raise UserError(f"--set expects section.key=value, got '{text}'")
+        raise UserError(f"--set expects section.key=value, got {text!r}")
     dotted, raw = text.split("=", 1)
     parts = dotted.strip().split(".")
     if not all(parts):
-        raise UserError(f"--set expects section.key=value, got '{text}'")
+        raise UserError(f"--set expects section.key=value, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -6,10 +6,21 @@ import difflib
 from collections.abc import Iterable
 
 
+def one_line(message: str) -> str:
+    """Escape line breaks and other control characters that user input may carry into a message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class UserError(Exception):
-    """Bad input (config, command line, files). The CLI prints the message and exits with code 2."""
+    """Bad input (config, command line, files). The CLI prints the message and exits with code 2.
+
+    The message is always one line: control characters from user input are escaped.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class TrainingStopped(Exception):

@@ -216,8 +216,7 @@ def _make_callback(cfg: Config, run_dir: Path, run_logger: Any, quiet: bool) -> 
 
     metrics = None
     if cfg.metrics.enabled:
-        m = cfg.metrics
-        metrics = MetricsProbe(m.names, m.probe_size, m.n_min, m.probe_steps, seed=cfg.train.seed)
+        metrics = MetricsProbe(cfg.metrics, seed=cfg.train.seed)
     return TrainingCallback(
         run_logger,
         run_dir,

@@ -25,6 +25,7 @@ def tiny_overrides(steps: int = 600, metrics: bool = False) -> list[str]:
         "metrics.every_steps=200",
         "metrics.probe_size=256",
         "metrics.probe_steps=20",
+        "metrics.probe_every_steps=400",
         "metrics.n_min=5",
     ]
 
