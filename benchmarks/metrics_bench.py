@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,8 @@ def make_net(d: int, c: int, obs_dim: int, device: torch.device) -> QNetwork:
 
 
 def suite_metrics(ctx: MetricContext) -> dict[str, float]:
+    # A fresh context per call, as MetricSuite builds one per evaluation: nothing cached across repeats.
+    ctx = dataclasses.replace(ctx, metric_names=SUITE, cache={})
     results: dict[str, torch.Tensor] = {}
     for name in SUITE:
         results.update(METRICS.get(name)(ctx))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rlplast.metrics._shared import FeaturePass, feature_pass, project, row_blocks, suite_pass
 from rlplast.metrics.registry import METRICS, MetricContext
 
 __all__ = [
@@ -50,8 +51,10 @@ _ZERO_SCATTER_RTOL = 1e-24
 class ClassStats:
     """Per-class statistics shared by the NC metrics (all float64, on the features' device).
 
+    Nothing here is ``N×D``: the features are read in two passes (class sums and squared norms,
+    then the projections on the class means and on ``W``) and only ``O(N·C)`` results are kept.
+
     Attributes:
-        features: ``(N, D)`` features cast to float64.
         onehot: ``(N, C)`` one-hot labels restricted to kept classes (rows of dropped samples are 0).
         counts: ``(C,)`` int64 samples per class (all classes, before dropping).
         keep: ``(C,)`` bool mask of kept classes (``count >= max(n_min, 1)``).
@@ -62,13 +65,14 @@ class ClassStats:
         means: ``(C, D)`` class means (rows of dropped classes are 0 and masked everywhere).
         global_mean: ``(D,)`` unweighted mean of the kept class means.
         centred_means: ``(C, D)`` ``μ_c − μ_G`` for kept classes, 0 rows for dropped ones.
-        centred: ``(N, D)`` within-class-centred features ``h_i − μ_{y_i}`` (rows of dropped samples
-            are meaningless: mask them with ``sample_keep``).
-        within_sq: ``(N,)`` ``‖h_i − μ_{y_i}‖²``, 0 for dropped samples.
+        centred_proj: ``(N, C)`` ``h_iᵀ(μ_c − μ_G)`` (columns of dropped classes are 0), or None
+            when the statistics were built without the second pass (``projections=False``).
+        logits: ``(N, C)`` ``h_iᵀw_c`` without bias, or None when no ``weight`` was given.
+        within: ``(C,)`` within-class scatter ``Σ_{y_i=c} ‖h_i − μ_c‖²`` of kept classes, computed as
+            ``Σ‖h_i‖² − n_c‖μ_c‖²`` and clamped at 0 (0 for dropped classes).
         scale: 0-dim mean squared feature norm over kept samples (reference scale for "zero").
     """
 
-    features: Tensor
     onehot: Tensor
     counts: Tensor
     keep: Tensor
@@ -79,8 +83,9 @@ class ClassStats:
     means: Tensor
     global_mean: Tensor
     centred_means: Tensor
-    centred: Tensor
-    within_sq: Tensor
+    centred_proj: Tensor | None
+    logits: Tensor | None
+    within: Tensor
     scale: Tensor
 
     @property
@@ -89,24 +94,15 @@ class ClassStats:
         return self.c_eff >= 2
 
 
-def class_stats(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> ClassStats:
-    """Compute counts, kept-class mask, class means and centred quantities in one pass.
-
-    Args:
-        features: ``(N, D)`` penultimate features (any float dtype, any device).
-        labels: ``(N,)`` integer class labels in ``[0, num_classes)``; labels outside that range are
-            ignored (their samples count for no class).
-        num_classes: number of classes ``C`` (the action count).
-        n_min: classes with fewer samples are dropped (with their samples).
-
-    Returns:
-        A :class:`ClassStats`.
-    """
-    h = features.flatten(1).to(_DT)
-    labels = labels.reshape(-1).to(device=h.device, dtype=torch.long)
-    classes = torch.arange(num_classes, device=h.device)
+def _onehot(labels: Tensor, num_classes: int, device: torch.device) -> Tensor:
+    labels = labels.reshape(-1).to(device=device, dtype=torch.long)
+    classes = torch.arange(num_classes, device=device)
     # Comparison one-hot instead of bincount/one_hot: no device-side range check, no host sync.
-    onehot_all = (labels[:, None] == classes[None, :]).to(_DT)
+    return (labels[:, None] == classes[None, :]).to(_DT)
+
+
+def _first_stats(onehot_all: Tensor, sums: Tensor, class_sq: Tensor, n_min: int) -> dict[str, Tensor]:
+    """Per-labeling statistics from the first pass's class sums (no pass over the features)."""
     counts_f = onehot_all.sum(0)
     keep = counts_f >= max(int(n_min), 1)
     keep_f = keep.to(_DT)
@@ -114,33 +110,116 @@ def class_stats(features: Tensor, labels: Tensor, num_classes: int, n_min: int =
     sample_keep = onehot.sum(1)
     c_eff = keep_f.sum()
     n_eff = sample_keep.sum()
-    sums = onehot.T @ h
-    means = sums / counts_f.clamp_min(1.0)[:, None] * keep_f[:, None]
+    inv_n = keep_f / counts_f.clamp_min(1.0)
+    means = sums * inv_n[:, None]
     global_mean = means.sum(0) / c_eff.clamp_min(1.0)
     centred_means = (means - global_mean) * keep_f[:, None]
-    own_means = means.index_select(0, labels.clamp(0, max(num_classes - 1, 0))) if num_classes else h
-    # Explicit centring (not ‖h‖² − ‖μ‖²) keeps Tr Σ_W accurate for nearly collapsed features.
-    centred = h - own_means
-    within_sq = torch.linalg.vector_norm(centred, dim=1).square() * sample_keep
-    # E‖h‖² = Tr Σ_W + Σ_c n_c ‖μ_c‖² / N, without another pass over the features.
-    mean_sq = (counts_f * keep_f * means.square().sum(1)).sum()
-    scale = (within_sq.sum() + mean_sq) / n_eff.clamp_min(1.0)
-    return ClassStats(
-        features=h,
-        onehot=onehot,
-        counts=counts_f.to(torch.long),
-        keep=keep,
-        keep_f=keep_f,
-        sample_keep=sample_keep,
-        c_eff=c_eff,
-        n_eff=n_eff,
-        means=means,
-        global_mean=global_mean,
-        centred_means=centred_means,
-        centred=centred,
-        within_sq=within_sq,
-        scale=scale,
-    )
+    # Σ_{y_i=c} ‖h_i − μ_c‖² = Σ‖h_i‖² − ‖Σh_i‖²/n_c: no N×D centred temporary. The cancellation
+    # costs ≈ ε·E‖h‖²/Tr Σ_W relative accuracy (1e-9 at Tr Σ_W = 1e-7·E‖h‖²); exact collapse
+    # gives round-off of either sign, hence the clamp at 0.
+    within = ((class_sq - sums.square().sum(1) * inv_n) * keep_f).clamp_min(0.0)
+    scale = (class_sq * keep_f).sum() / n_eff.clamp_min(1.0)
+    return {
+        "onehot": onehot,
+        "counts": counts_f.to(torch.long),
+        "keep": keep,
+        "keep_f": keep_f,
+        "sample_keep": sample_keep,
+        "c_eff": c_eff,
+        "n_eff": n_eff,
+        "means": means,
+        "global_mean": global_mean,
+        "centred_means": centred_means,
+        "within": within,
+        "scale": scale,
+    }
+
+
+def class_stats_multi(
+    features: Tensor,
+    onehots: list[Tensor],
+    num_classes: int,
+    n_min: int = 1,
+    weight: Tensor | None = None,
+    fpass: FeaturePass | None = None,
+    projections: bool = True,
+) -> list[ClassStats]:
+    """:class:`ClassStats` of ``L`` labelings from two passes over the features shared by all of them.
+
+    Pass 1 (:func:`feature_pass`): class sums ``Yᵀh`` and ``Yᵀ‖h‖²``. Pass 2: projections of ``h``
+    on every labeling's centred means ``μ_c − μ_G`` (and on ``W``), ``O(N·D·C)`` each. Projecting on
+    the centred means rather than on ``μ_c`` keeps a large common offset of the features out of the
+    round-off.
+
+    Args:
+        features: ``(N, D)`` features (any float dtype).
+        onehots: ``L`` float64 ``(N, C)`` one-hot labelings (all classes).
+        num_classes: ``C`` (> 0).
+        n_min: minimum samples for a class to be kept.
+        weight: ``(C, D)`` last-layer weight (for the logits of NC4), or None.
+        fpass: a :class:`FeaturePass` of ``features`` over ``torch.cat(onehots, 1)``, or None.
+        projections: run the second pass (needed by NC1 and NC4; the other metrics only need the
+            first pass's sums).
+    """
+    h = features.flatten(1)
+    if len(row_blocks(h)) == 1:
+        h = h.to(_DT)  # one block: cast once for both passes
+    if fpass is None or fpass.sums is None or fpass.class_sq is None:
+        fpass = feature_pass(h, onehots[0] if len(onehots) == 1 else torch.cat(onehots, 1))
+    sums, class_sq = fpass.sums, fpass.class_sq
+    assert sums is not None and class_sq is not None
+    c = num_classes
+    firsts = [
+        _first_stats(y, sums[k * c : (k + 1) * c], class_sq[k * c : (k + 1) * c], n_min)
+        for k, y in enumerate(onehots)
+    ]
+    if not projections:
+        return [ClassStats(**f, centred_proj=None, logits=None) for f in firsts]
+    mats = [f["centred_means"] for f in firsts]
+    if weight is not None:
+        mats.append(weight.to(device=h.device, dtype=_DT))
+    # Several labelings (the suite): one wider product per block is cheaper. One labeling: separate
+    # products, so nc1() & co. (no W) equal collapse_metrics() bit for bit.
+    proj = project(h, mats, fuse=len(firsts) > 1)
+    logits = proj[-1] if weight is not None else None
+    return [ClassStats(**f, centred_proj=p, logits=logits) for f, p in zip(firsts, proj, strict=False)]
+
+
+def class_stats(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    n_min: int = 1,
+    weight: Tensor | None = None,
+    projections: bool = True,
+) -> ClassStats:
+    """Compute counts, kept-class mask, class means and the ``O(N·C)`` projections.
+
+    Args:
+        features: ``(N, D)`` penultimate features (any float dtype, any device).
+        labels: ``(N,)`` integer class labels in ``[0, num_classes)``; labels outside that range are
+            ignored (their samples count for no class).
+        num_classes: number of classes ``C`` (the action count).
+        n_min: classes with fewer samples are dropped (with their samples).
+        weight: ``(C, D)`` last-layer weight; its logits ``hᵀw_c`` are computed in the same pass
+            (needed by NC4), or None.
+        projections: compute ``centred_proj`` (and the logits) in a second pass over the features;
+            only NC1 and NC4 need it.
+
+    Returns:
+        A :class:`ClassStats`.
+    """
+    h = features.flatten(1)
+    onehot_all = _onehot(labels, num_classes, h.device)
+    if num_classes == 0:
+        z = torch.zeros(0, h.shape[1], dtype=_DT, device=h.device)
+        empty = torch.zeros(h.shape[0], 0, dtype=_DT, device=h.device)
+        first = _first_stats(onehot_all, z, z.sum(1), n_min)
+        proj = empty if projections else None
+        return ClassStats(
+            **first, centred_proj=proj, logits=None if weight is None or not projections else empty
+        )
+    return class_stats_multi(h, [onehot_all], num_classes, n_min, weight, projections=projections)[0]
 
 
 def _nan_like(x: Tensor) -> Tensor:
@@ -171,6 +250,9 @@ def _sigma_b_pinv(s: ClassStats) -> tuple[Tensor, Tensor]:
     c = m.shape[0]
     gram = (m @ m.T) / s.c_eff.clamp_min(1.0)
     g0 = gram.detach()
+    # Non-finite features (a diverged network) would make eigh raise: decompose zeros, flag NaN.
+    finite = torch.isfinite(g0).all()
+    g0 = torch.where(finite, g0, torch.zeros_like(g0))
     evals, evecs = torch.linalg.eigh(g0)
     lam_max = evals[-1] if c else evals.sum()
     rank_pos = torch.arange(c, device=m.device)
@@ -179,13 +261,16 @@ def _sigma_b_pinv(s: ClassStats) -> tuple[Tensor, Tensor]:
     inv = torch.where(keep_eig, 1.0 / torch.where(keep_eig, evals, torch.ones_like(evals)), 0.0)
     pinv0 = (evecs * inv) @ evecs.T
     pinv = pinv0 - pinv0 @ (gram - g0) @ pinv0
-    return pinv, s.valid & nonzero_scatter
+    return pinv, s.valid & nonzero_scatter & finite
 
 
 def _nc1(s: ClassStats) -> Tensor:
     pinv, ok = _sigma_b_pinv(s)
-    # P = M̃ H̃ᵀ H̃ M̃ᵀ (C×C) from the N×C projection: O(N·D·C), no D×D matrix.
-    proj = (s.centred @ s.centred_means.T) * s.sample_keep[:, None]
+    # P = M̃ H̃ᵀ H̃ M̃ᵀ (C×C) from the N×C projections (h_i − μ_{y_i})ᵀ(μ_k − μ_G) =
+    # h_iᵀM̃_k − μ_{y_i}ᵀM̃_k: O(N·C²) here, O(N·D·C) in the pass; no D×D or N×D matrix.
+    assert s.centred_proj is not None, "NC1 needs class_stats(..., projections=True)"
+    own = s.onehot @ (s.means @ s.centred_means.T)
+    proj = (s.centred_proj - own) * s.sample_keep[:, None]
     p = proj.T @ proj
     c_eff = s.c_eff.clamp_min(1.0)
     value = (p * (pinv @ pinv)).sum() / (s.n_eff.clamp_min(1.0) * c_eff * c_eff)
@@ -193,7 +278,7 @@ def _nc1(s: ClassStats) -> Tensor:
 
 
 def _traces(s: ClassStats) -> tuple[Tensor, Tensor]:
-    tr_w = s.within_sq.sum() / s.n_eff.clamp_min(1.0)
+    tr_w = s.within.sum() / s.n_eff.clamp_min(1.0)
     tr_b = s.centred_means.square().sum() / s.c_eff.clamp_min(1.0)
     return tr_w, tr_b
 
@@ -225,7 +310,7 @@ def _cosines(s: ClassStats) -> tuple[Tensor, Tensor]:
 
 
 def _kept_rows(weight: Tensor, s: ClassStats) -> Tensor:
-    return weight.to(device=s.features.device, dtype=_DT) * s.keep_f[:, None]
+    return weight.to(device=s.means.device, dtype=_DT) * s.keep_f[:, None]
 
 
 def _nc2_equinorm(s: ClassStats, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -272,18 +357,17 @@ def _nc3(s: ClassStats, weight: Tensor) -> Tensor:
 
 
 def _nc4(s: ClassStats, weight: Tensor, bias: Tensor | None) -> Tensor:
-    w = _kept_rows(weight, s)
-    h = s.features
-    c = w.shape[0]
-    # One N×2C matmul serves both rules; argmin_c ‖h − μ_c‖² = argmax_c (2 hᵀμ_c − ‖μ_c‖²).
-    both = h @ torch.cat([w, s.means]).T
-    logits = both[:, :c]
-    if bias is not None:
-        logits = logits + bias.to(device=h.device, dtype=_DT)
-    neg_inf = torch.tensor(float("-inf"), dtype=_DT, device=h.device)
-    logits = torch.where(s.keep[None, :], logits, neg_inf)
-    ncc = 2.0 * both[:, c:] - s.means.square().sum(1)[None, :]
-    ncc = torch.where(s.keep[None, :], ncc, neg_inf)
+    logits = s.logits
+    if logits is None:
+        raise ValueError("NC4 needs class_stats(..., weight=W, projections=True)")
+    # Dropped classes never win: an additive (C,) mask of 0 / −inf (cheaper than an N×C where).
+    mask = torch.where(s.keep, 0.0, float("-inf")).to(_DT)
+    offset = mask if bias is None else mask + bias.to(device=mask.device, dtype=_DT)
+    logits = logits + offset
+    # argmin_c ‖h − μ_c‖² = argmax_c (2 hᵀM̃_c − 2 μ_GᵀM̃_c − ‖M̃_c‖²) with M̃_c = μ_c − μ_G.
+    m = s.centred_means
+    assert s.centred_proj is not None
+    ncc = 2.0 * s.centred_proj - (2.0 * (m @ s.global_mean) + m.square().sum(1) - mask)[None, :]
     differ = (logits.argmax(1) != ncc.argmax(1)).to(_DT) * s.sample_keep
     return _where_valid(s.valid, differ.sum() / s.n_eff.clamp_min(1.0))
 
@@ -310,7 +394,7 @@ def nc1(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> T
 
 def nc1_quotient(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
     """``Tr Σ_W / Tr Σ_B`` (differentiable); NaN when ``C_eff < 2`` or ``Tr Σ_B = 0``."""
-    return _nc1_quotient(class_stats(features, labels, num_classes, n_min))
+    return _nc1_quotient(class_stats(features, labels, num_classes, n_min, projections=False))
 
 
 def nc2_equinorm(
@@ -321,29 +405,29 @@ def nc2_equinorm(
     Returns:
         ``(means_cv, weights_cv)``, each 0-dim float64.
     """
-    return _nc2_equinorm(class_stats(features, labels, num_classes, n_min), weight)
+    return _nc2_equinorm(class_stats(features, labels, num_classes, n_min, projections=False), weight)
 
 
 def nc2_equiangular(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
     """Population std over kept pairs ``c ≠ c'`` of ``cos(μ̃_c, μ̃_c')``."""
-    return _nc2_equiangular(class_stats(features, labels, num_classes, n_min))
+    return _nc2_equiangular(class_stats(features, labels, num_classes, n_min, projections=False))
 
 
 def nc2_maxangle(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
     """Mean over kept pairs ``c ≠ c'`` of ``|cos(μ̃_c, μ̃_c') + 1/(C_eff − 1)|``."""
-    return _nc2_maxangle(class_stats(features, labels, num_classes, n_min))
+    return _nc2_maxangle(class_stats(features, labels, num_classes, n_min, projections=False))
 
 
 def nc2_etf_error(
     features: Tensor, labels: Tensor, weight: Tensor, num_classes: int, n_min: int = 1
 ) -> Tensor:
     """``‖WWᵀ/‖WWᵀ‖_F − (I − 11ᵀ/C_eff)/√(C_eff − 1)‖_F`` on the rows of kept classes."""
-    return _nc2_etf_error(class_stats(features, labels, num_classes, n_min), weight)
+    return _nc2_etf_error(class_stats(features, labels, num_classes, n_min, projections=False), weight)
 
 
 def nc3(features: Tensor, labels: Tensor, weight: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
     """Self-duality ``‖Wᵀ/‖W‖_F − M̃/‖M̃‖_F‖_F²`` on kept classes."""
-    return _nc3(class_stats(features, labels, num_classes, n_min), weight)
+    return _nc3(class_stats(features, labels, num_classes, n_min, projections=False), weight)
 
 
 def nc4_mismatch(
@@ -355,7 +439,7 @@ def nc4_mismatch(
     n_min: int = 1,
 ) -> Tensor:
     """Fraction of kept samples where ``argmax_c (w_cᵀh + b_c) ≠ argmin_c ‖h − μ_c‖`` (kept classes)."""
-    return _nc4(class_stats(features, labels, num_classes, n_min), weight, bias)
+    return _nc4(class_stats(features, labels, num_classes, n_min, weight), weight, bias)
 
 
 def collapse_metrics(
@@ -381,7 +465,10 @@ def collapse_metrics(
         nc2_maxangle, nc2_etf_error, nc3, nc4_mismatch, nc4_agreement, c_eff`` (0-dim float64) and
         ``counts`` (``(C,)`` int64, before dropping). Every NC value is NaN when ``C_eff < 2``.
     """
-    s = class_stats(features, labels, num_classes, n_min)
+    return _bundle(class_stats(features, labels, num_classes, n_min, weight), weight, bias)
+
+
+def _bundle(s: ClassStats, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor]:
     eq_means, eq_weights = _nc2_equinorm(s, weight)
     mismatch = _nc4(s, weight, bias)
     return {
@@ -408,13 +495,13 @@ def collapse(ctx: MetricContext) -> dict[str, Tensor]:
     ``counts``, which becomes ``collapse/count_<c>_<labeling>``. The ``taken`` keys are absent when
     the context has no taken actions.
     """
-    labelings = {"greedy": ctx.q_values.argmax(1)}
-    if ctx.taken_actions is not None:
-        labelings["taken"] = ctx.taken_actions
+    shared = suite_pass(ctx)  # one pass serves both labelings (and the rank/dormant metrics)
+    stats = class_stats_multi(
+        ctx.features, shared.onehots, ctx.num_classes, ctx.n_min, ctx.weight, shared.features
+    )
     out: dict[str, Tensor] = {}
-    features = ctx.features.flatten(1).to(_DT)  # cast once for both labelings
-    for labeling, labels in labelings.items():
-        res = collapse_metrics(features, labels, ctx.weight, ctx.bias, ctx.num_classes, ctx.n_min)
+    for labeling, s in zip(shared.labels, stats, strict=True):
+        res = _bundle(s, ctx.weight, ctx.bias)
         counts = res.pop("counts")
         for key, value in res.items():
             out[f"collapse/{key}_{labeling}"] = value

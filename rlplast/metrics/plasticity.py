@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from rlplast.metrics._shared import blocks64, feature_pass, same_tensor, suite_pass
 from rlplast.metrics.registry import METRICS, MetricContext
 
 __all__ = [
@@ -47,16 +48,32 @@ def singular_values(features: Tensor, method: str = "gram") -> Tensor:
     Returns:
         ``(min(N, D),)`` float64 singular values.
     """
-    h = features.flatten(1).to(_DT)
+    h = features.flatten(1)
     if method == "svd":
-        return torch.linalg.svdvals(h)
+        h64 = h.to(_DT)
+        finite = torch.isfinite(h64).all()
+        sv = torch.linalg.svdvals(torch.where(finite, h64, torch.zeros_like(h64)))
+        return torch.where(finite, sv, torch.full_like(sv, float("nan")))
     if method != "gram":
         raise ValueError(f"unknown singular-value method '{method}'; valid: gram, svd")
-    gram = h.T @ h if h.shape[0] >= h.shape[1] else h @ h.T
-    evals = torch.linalg.eigvalsh(gram).flip(0)
+    if h.shape[0] >= h.shape[1]:
+        gram = feature_pass(h, None, gram=True).gram
+        assert gram is not None
+    else:
+        h64 = h.to(_DT)
+        gram = h64 @ h64.T
+    return _sv_from_gram(gram)
+
+
+def _sv_from_gram(gram: Tensor) -> Tensor:
+    """Singular values (descending) from the float64 Gram of the smaller side, round-off zeroed."""
+    # Non-finite features (a diverged network) would make eigvalsh raise: NaN singular values instead.
+    finite = torch.isfinite(torch.tril(gram)).all()
+    gram = torch.where(finite, gram, torch.zeros_like(gram))
+    evals = torch.linalg.eigvalsh(gram, UPLO="L").flip(0)  # the Gram may hold its lower triangle only
     lam_max = evals[:1].clamp_min(0.0)
     evals = torch.where(evals > _GRAM_RTOL * lam_max, evals, torch.zeros_like(evals))
-    return evals.sqrt()
+    return torch.where(finite, evals.sqrt(), torch.full_like(evals, float("nan")))
 
 
 def _srank_from_sv(sv: Tensor, delta: float) -> Tensor:
@@ -64,7 +81,12 @@ def _srank_from_sv(sv: Tensor, delta: float) -> Tensor:
     cum = sv.cumsum(0) / torch.where(total > 0, total, torch.ones_like(total))
     # min k with cum_k ≥ 1 − δ  =  (#indices with cum < 1 − δ) + 1; tiny slack for round-off at ties.
     k = (cum < (1.0 - delta) - 1e-12).sum().to(_DT) + 1.0
-    return torch.where(total > 0, k, torch.zeros_like(k))
+    return _nan_if_undefined(sv, torch.where(total > 0, k, torch.zeros_like(k)))
+
+
+def _nan_if_undefined(sv: Tensor, value: Tensor) -> Tensor:
+    """NaN where the singular values are NaN (non-finite features), ``value`` otherwise."""
+    return torch.where(torch.isnan(sv).any(), torch.full_like(value, float("nan")), value)
 
 
 def _effective_rank_from_sv(sv: Tensor) -> Tensor:
@@ -72,11 +94,11 @@ def _effective_rank_from_sv(sv: Tensor) -> Tensor:
     p = sv / torch.where(total > 0, total, torch.ones_like(total))
     plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
     erank = torch.exp(-plogp.sum())
-    return torch.where(total > 0, erank, torch.zeros_like(erank))
+    return _nan_if_undefined(sv, torch.where(total > 0, erank, torch.zeros_like(erank)))
 
 
 def _feature_rank_from_sv(sv: Tensor, n: int, eps: float) -> Tensor:
-    return (sv / max(n, 1) ** 0.5 > eps).sum().to(_DT)
+    return _nan_if_undefined(sv, (sv / max(n, 1) ** 0.5 > eps).sum().to(_DT))
 
 
 def srank(features: Tensor, delta: float = 0.01, method: str = "gram") -> Tensor:
@@ -100,8 +122,11 @@ def unit_scores(activation: Tensor) -> Tensor:
     if a.numel() == 0:
         return torch.zeros(a.shape[1], dtype=_DT, device=a.device)
     dims = [0, *range(2, a.dim())]
-    # Accumulate in float64 without materialising a float64 copy of the activations.
-    return torch.mean(a.abs(), dim=dims, dtype=_DT)
+    # Float64 accumulation block by block (no full-size float64 temporary, see _shared).
+    total = torch.zeros(a.shape[1], dtype=_DT, device=a.device)
+    for blk, scratch in blocks64(a):
+        total += (blk.abs_() if scratch else blk.abs()).sum(dim=dims)
+    return total / (a.numel() // a.shape[1])
 
 
 def _dormant_from_scores(scores: Tensor, tau: float) -> Tensor:
@@ -175,7 +200,9 @@ def feature_norm(features: Tensor) -> Tensor:
 @METRICS.register("rank")
 def rank(ctx: MetricContext) -> dict[str, Tensor]:
     """srank, effective rank and feature rank of the penultimate features (one eigensolve)."""
-    sv = singular_values(ctx.features)
+    h = ctx.features.flatten(1)
+    gram = suite_pass(ctx).features.gram if h.shape[0] >= h.shape[1] else None
+    sv = singular_values(h) if gram is None else _sv_from_gram(gram)
     return {
         "plasticity/srank": _srank_from_sv(sv, ctx.srank_delta),
         "plasticity/effective_rank": _effective_rank_from_sv(sv),
@@ -195,7 +222,11 @@ def dormant(ctx: MetricContext) -> dict[str, Tensor]:
     n_dormant = n_dead = torch.zeros((), dtype=_DT, device=ctx.features.device)
     units = 0
     for name, act in ctx.activations.items():
-        scores = unit_scores(act)  # one pass per layer serves both counts
+        abs_sum = None
+        if same_tensor(act.flatten(1), ctx.features.flatten(1)):
+            abs_sum = suite_pass(ctx).features.abs_sum
+        # One pass per layer serves both counts; the features' pass is shared with the others.
+        scores = unit_scores(act) if abs_sum is None else abs_sum / max(act.shape[0], 1)
         dormant_count = _dormant_from_scores(scores, ctx.dormant_tau)
         dead_count = (scores == 0).sum().to(_DT)
         n = max(scores.shape[0], 1)

@@ -49,6 +49,10 @@ class MetricContext:
         srank_delta: δ of srank.
         feature_rank_eps: ε of the feature rank.
         options: free-form options for user metrics.
+        metric_names: the metrics selected for this evaluation (lets shared passes compute only
+            what is needed; empty means "unknown": shared passes then compute every piece).
+        cache: per-evaluation scratch space shared by the metrics (e.g. the one float64 pass over
+            the features that serves ``collapse``, ``rank`` and ``dormant``); starts empty.
     """
 
     q_net: nn.Module
@@ -72,6 +76,8 @@ class MetricContext:
     srank_delta: float = 0.01
     feature_rank_eps: float = 0.01
     options: dict[str, Any] = field(default_factory=dict)
+    metric_names: tuple[str, ...] = ()
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 MetricFn = Callable[[MetricContext], "dict[str, Tensor]"]

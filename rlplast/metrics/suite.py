@@ -131,6 +131,7 @@ class MetricSuite:
                     srank_delta=self.srank_delta,
                     feature_rank_eps=self.feature_rank_eps,
                     options=self.options,
+                    metric_names=tuple(self.names),
                 )
                 for name in self.names:
                     results.update(METRICS.get(name)(ctx))
