@@ -38,7 +38,7 @@ class MetricsProbe:
     def __init__(self, cfg: MetricsConfig, seed: int) -> None:
         from rlplast.metrics import MetricSuite
 
-        options = dict(n_min=cfg.n_min, probe_steps=cfg.probe_steps, probe_seed=seed)
+        options: dict[str, Any] = dict(n_min=cfg.n_min, probe_steps=cfg.probe_steps, probe_seed=seed)
         self.suite = MetricSuite(names=cfg.names, **options)
         cheap = [name for name in self.suite.names if name != "probe"]
         self.cheap_suite = (

@@ -79,8 +79,8 @@ def sgd_online_single(net: MLP, x: Tensor, y: Tensor, lr: float) -> int:
     Returns:
         The number of samples predicted correctly before their update.
     """
-    weights = [layer.weight for layer in net.layers]
-    biases = [layer.bias for layer in net.layers]
+    weights: list[Tensor] = [layer.weight for layer in net.layers]  # type: ignore[misc]
+    biases: list[Tensor] = [layer.bias for layer in net.layers]  # type: ignore[misc]
     n_layers = len(weights)
     last = n_layers - 1
     labels = y.tolist()
