@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -236,13 +237,18 @@ def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run
     """
     import torch
 
-    from rlplast.train import run_training
+    from rlplast.train import resume_training, run_training
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
         cfg = load_config(config_path, overrides, overlays=[overlay])
-        summary = run_training(cfg, run_dir, overwrite=True, quiet=True)
+        summary = None
+        if _resumable(Path(run_dir), dump_config(cfg)):
+            with contextlib.suppress(UserError):  # every checkpoint corrupt: start again below
+                summary = resume_training(run_dir, quiet=True)
+        if summary is None:
+            summary = run_training(cfg, run_dir, overwrite=True, quiet=True)
         return {"ok": True, "wall_time_s": time.perf_counter() - start, "summary": summary}
     except BaseException as exc:  # noqa: BLE001 - a worker reports every failure to the parent
         if isinstance(exc, KeyboardInterrupt):
@@ -251,6 +257,17 @@ def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run
         atomic_write_text(Path(run_dir) / "error.txt", traceback.format_exc())
         line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
         return {"ok": False, "error": line, "wall_time_s": time.perf_counter() - start}
+
+
+def _resumable(run_dir: Path, config_text: str) -> bool:
+    """An interrupted run of the same config with a checkpoint: continue it instead of restarting."""
+    from rlplast.checkpoint import list_checkpoints
+
+    if (run_dir / "summary.json").exists() or not (run_dir / "config.yaml").is_file():
+        return False
+    if (run_dir / "config.yaml").read_text() != config_text:
+        return False
+    return (run_dir / "checkpoints").is_dir() and bool(list_checkpoints(run_dir / "checkpoints"))
 
 
 def _init_worker() -> None:
@@ -426,8 +443,8 @@ def run_compare(
     for spec in specs:
         if is_done(spec, manifest.runs.get(spec.name)):
             continue
-        if spec.run_dir.exists():
-            shutil.rmtree(spec.run_dir)  # a partial run from an interrupted sweep
+        if spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir():
+            shutil.rmtree(spec.run_dir)  # a partial run without checkpoints: start it again
         manifest.runs.pop(spec.name, None)
         todo.append(spec)
     for spec in todo:

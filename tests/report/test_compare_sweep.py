@@ -189,3 +189,27 @@ def test_ray_backend_runs_a_tiny_sweep(setup: Path):
     assert {n: e["state"] for n, e in runs.items()} == {"vanilla-s0": "done", "vanilla-s1": "done"}
     assert (out / "runs" / "vanilla-s1" / "summary.json").is_file()
     assert "No metrics" in (out / "report" / "report.md").read_text()
+
+
+def test_interrupted_run_with_checkpoints_is_resumed_not_restarted(setup: Path):
+    out = setup / "sweep"
+    ckpt = ["--set", "checkpoint.every_steps=100", "--set", "checkpoint.keep=20"]
+    assert _compare(setup / "base.yaml", out, "reset", seeds=1, extra=ckpt) == 0
+    run = out / "runs" / "reset-s0"
+    finished = (run / "metrics.csv").read_text()
+    # As if killed after the checkpoint at step 200: later checkpoints and the summary never written.
+    for path in sorted((run / "checkpoints").glob("ckpt-*.pkl")):
+        if int(path.stem.split("-")[1]) > 200:
+            path.unlink()
+    (run / "summary.json").unlink()
+    manifest = read_manifest(out)
+    manifest["runs"]["reset-s0"]["state"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert _compare(setup / "base.yaml", out, "reset", seeds=1, extra=ckpt) == 0
+    assert json.loads((run / "summary.json").read_text())["resumed"] is True  # continued, not restarted
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    ref = [line.split(",") for line in finished.splitlines()]
+    wall = {rows[0].index("time_s"), rows[0].index("steps_per_s")}
+    strip = lambda table: [[v for i, v in enumerate(r) if i not in wall] for r in table]  # noqa: E731
+    assert strip(rows) == strip(ref)  # and ended exactly where the uninterrupted run did
+    assert read_manifest(out)["runs"]["reset-s0"]["state"] == "done"
