@@ -487,21 +487,23 @@ def plot_collapse(runs: list[RunData], path: Path) -> list[str]:
         for start, end, task in spans if len(spans) > 1 else []:
             if task % 2 == 1:
                 ax.axvspan(start, end, color="0.92", zorder=0)
-        values = []
+        # metrics are computed every metrics.every_steps: interpolate between those rows only
+        bands = {m: _curve_band([r for r in runs if r.method == m], col, grid) for m in methods}
+        allv = np.concatenate([b[0][np.isfinite(b[0])] for b in bands.values() if b is not None] or [np.array([])])
+        # Quantities spanning orders of magnitude (NC1, a diverging feature norm) read better on a log axis.
+        log = bool(allv.size and (allv > 0).all() and allv.max() / allv.min() > 50)
+        if log:
+            ax.set_yscale("log")
         for i, method in enumerate(methods):
-            mruns = [r for r in runs if r.method == method]
-            # metrics are computed every metrics.every_steps: interpolate between those rows only
-            band = _curve_band(mruns, col, grid)
+            band = bands[method]
             if band is None:
                 continue
             mean, lo, hi = band
+            if log:  # a band reaching below zero has no place on a log axis: leave that part out
+                lo = np.where(lo > 0, lo, np.nan)
             color = f"C{i % 10}"
             ax.plot(grid, mean, color=color, label=method)
             ax.fill_between(grid, lo, hi, color=color, alpha=0.2, linewidth=0)
-            values.append(mean[np.isfinite(mean)])
-        allv = np.concatenate(values) if values else np.array([])
-        if col.startswith("collapse/nc1") and allv.size and (allv > 0).all() and allv.max() / allv.min() > 50:
-            ax.set_yscale("log")
         ax.set_title(col, fontsize=9)
         ax.set_xlabel("env step", fontsize=8)
         ax.tick_params(labelsize=7)
