@@ -19,6 +19,7 @@ observation. Task ``k``'s parameters are a pure function of ``(seed, k)``; see :
 
 from __future__ import annotations
 
+import abc
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -59,7 +60,7 @@ def check_schedule_args(steps_per_task: Any, n_tasks: Any, switch_at: Any, after
         raise UserError(f"after_last must be one of {', '.join(AFTER_LAST)}; got {after_last!r}")
 
 
-class TaskSequenceWrapper(gym.Wrapper):
+class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
     """Base wrapper that runs an env through a sequence of tasks on a global step clock.
 
     Subclasses implement :meth:`apply_task` (and usually override the observation or action
@@ -104,9 +105,9 @@ class TaskSequenceWrapper(gym.Wrapper):
         self._task = 0
 
     # --- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
     def apply_task(self, task: int) -> None:
         """Make ``task`` the active task (draw its parameters with ``task_rng(self.task_seed, task)``)."""
-        raise NotImplementedError
 
     def _init_task(self) -> None:
         """Apply task 0; subclasses call this at the end of their ``__init__``."""

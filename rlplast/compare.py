@@ -338,6 +338,18 @@ def _run_local(
             raise
 
 
+def _import_ray() -> Any:
+    """Import Ray (an optional extra) or explain how to install it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--backend ray needs Ray: install rlplast[ray] (pip install 'rlplast[ray]')"
+        ) from None
+    return ray
+
+
 def _run_ray(
     config_path: str,
     todo: list[RunSpec],
@@ -346,13 +358,7 @@ def _run_ray(
     on_start: Callable[[RunSpec], None],
     on_end: Callable[[RunSpec, dict[str, Any]], None],
 ) -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    try:
-        import ray
-    except ImportError:
-        raise UserError(
-            "--backend ray needs Ray: install rlplast[ray] (pip install 'rlplast[ray]')"
-        ) from None
+    ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -419,13 +425,7 @@ def run_compare(
     overrides = list(overrides or [])
     out_dir, specs = plan_sweep(config_path, methods, seeds, overrides, out)
     if backend == "ray":
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "--backend ray needs Ray: install rlplast[ray] (pip install 'rlplast[ray]')"
-            ) from None
+        _import_ray()  # fail before anything starts
 
     previous = read_manifest(out_dir) or {}
     for spec in specs:

@@ -16,6 +16,7 @@ Default ``when``: ``interval`` if ``every_steps`` is given, otherwise ``task_swi
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from rlplast.interventions.base import Intervention
 
 
 @dataclass
-class ScheduledIntervention(Intervention):
+class ScheduledIntervention(Intervention, abc.ABC):
     """Base for interventions that act at discrete events; subclasses implement :meth:`fire`."""
 
     every_steps: int | None = None
@@ -79,9 +80,9 @@ class ScheduledIntervention(Intervention):
         self.fires += 1
         self.last_fired_step = num_timesteps
 
+    @abc.abstractmethod
     def fire(self) -> None:
         """Apply the intervention now (subclasses)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
