@@ -15,7 +15,7 @@ from rlplast.agents import PlasticDQN
 from rlplast.cli import main
 from rlplast.config import load_config
 from rlplast.errors import TrainingStopped
-from rlplast.interventions.base import Intervention, register
+from rlplast.interventions.base import INTERVENTIONS, Intervention
 from rlplast.runlog import WALL_CLOCK_COLUMNS, read_metrics_csv
 from rlplast.train import run_training
 
@@ -141,14 +141,21 @@ def test_resume_refuses_finished_and_conflicting_flags(reference, tmp_path, caps
     assert "drop CONFIG" in capsys.readouterr().err
 
 
-@register("test_nan_loss")
 class NanLoss(Intervention):
-    """Test-only: makes the loss NaN after 50 updates."""
+    """Test-only: makes the loss NaN after 50 updates (registered only inside the tests below)."""
+
+    name = "test_nan_loss"
 
     def loss(self, batch, features, q_values):
         if self.model._n_updates >= 50:
             return features.sum() * float("nan")
         return None
+
+
+@pytest.fixture
+def nan_intervention(monkeypatch):
+    """Register NanLoss for one test only, so registry-driven tests elsewhere never see it."""
+    monkeypatch.setitem(INTERVENTIONS._items, NanLoss.name, NanLoss)
 
 
 def _nan_config(policy: str):
@@ -158,7 +165,7 @@ def _nan_config(policy: str):
     )
 
 
-def test_nonfinite_loss_checkpoints_and_stops(tmp_path, capsys):
+def test_nonfinite_loss_checkpoints_and_stops(tmp_path, capsys, nan_intervention):
     out = tmp_path / "nan"
     with pytest.raises(TrainingStopped, match=r"non-finite values at step \d+: train/loss=nan") as info:
         run_training(_nan_config("stop"), out, quiet=True)
@@ -168,6 +175,6 @@ def test_nonfinite_loss_checkpoints_and_stops(tmp_path, capsys):
     assert "rlplast: non-finite values at step" in capsys.readouterr().err
 
 
-def test_nonfinite_continue_finishes(tmp_path):
+def test_nonfinite_continue_finishes(tmp_path, nan_intervention):
     summary = run_training(_nan_config("continue"), tmp_path / "nan", quiet=True)
     assert summary["steps"] >= 800

@@ -208,13 +208,14 @@ def test_every_registered_metric_runs_on_cnn_and_mlp():
             assert all(k.startswith(("collapse/", "plasticity/")) for k in values), name
 
 
-def test_custom_metric_in_one_registration():
+def test_custom_metric_in_one_registration(monkeypatch):
     name = "test_only_mean_q"
-    if name not in METRICS:
+    # Register into a copy of the registry so other tests ("all" metrics) never see this one.
+    monkeypatch.setattr(METRICS, "_items", dict(METRICS._items))
 
-        @METRICS.register(name)
-        def mean_q(ctx: MetricContext) -> dict[str, torch.Tensor]:
-            return {"plasticity/mean_q": ctx.q_values.mean()}
+    @METRICS.register(name)
+    def mean_q(ctx: MetricContext) -> dict[str, torch.Tensor]:
+        return {"plasticity/mean_q": ctx.q_values.mean()}
 
     values = MetricSuite(names=[name]).compute(make_qnet(), torch.randn(10, 6))
     assert set(values) == {"plasticity/mean_q"}
