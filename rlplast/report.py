@@ -489,7 +489,9 @@ def plot_collapse(runs: list[RunData], path: Path) -> list[str]:
                 ax.axvspan(start, end, color="0.92", zorder=0)
         # metrics are computed every metrics.every_steps: interpolate between those rows only
         bands = {m: _curve_band([r for r in runs if r.method == m], col, grid) for m in methods}
-        allv = np.concatenate([b[0][np.isfinite(b[0])] for b in bands.values() if b is not None] or [np.array([])])
+        allv = np.concatenate(
+            [b[0][np.isfinite(b[0])] for b in bands.values() if b is not None] or [np.array([])]
+        )
         # Quantities spanning orders of magnitude (NC1, a diverging feature norm) read better on a log axis.
         log = bool(allv.size and (allv > 0).all() and allv.max() / allv.min() > 50)
         if log:

@@ -52,3 +52,19 @@ def test_metrics_do_not_change_training_and_are_logged(tmp_path):
     assert math.isfinite(float(by_step[400]["collapse/nc1_taken"]))
     assert math.isfinite(float(by_step[400]["plasticity/distance_from_init"]))
     assert not any(k.startswith("collapse/") for k in rows_off[0])
+
+
+def test_probe_targets_are_not_the_agents_own_initialisation():
+    """With the training seed reused, the probe's random targets equal the untrained agent's outputs."""
+    from rlplast.callbacks import MetricsProbe
+    from rlplast.config import config_from_dict
+
+    model = PlasticDQN(
+        "MlpPolicy", "CartPole-v1", seed=3, learning_starts=10_000, policy_kwargs=dict(net_arch=[16])
+    )
+    model.learn(300)  # fills the replay buffer; no update yet, so the weights are still θ₀
+    probe = MetricsProbe(config_from_dict({"metrics": {"probe_steps": 5}}).metrics, seed=3)
+    probe.snapshot_init(model)
+    values = probe.compute(model, with_probe=True)
+    assert values["plasticity/probe_loss"] > 1e-8
+    assert values["plasticity/distance_from_init"] == 0.0
