@@ -47,7 +47,7 @@ HYPER = dict(
 )
 
 
-def run_sb3(steps: int, cls_name: str) -> float:
+def run_sb3(steps: int, cls_name: str, device: str = "cpu") -> float:
     import torch
     from stable_baselines3 import DQN
 
@@ -55,7 +55,9 @@ def run_sb3(steps: int, cls_name: str) -> float:
 
     torch.set_num_threads(1)
     cls = DQN if cls_name == "sb3" else PlasticDQN
-    model = cls("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs=dict(net_arch=[64, 64]), **HYPER)
+    model = cls(
+        "MlpPolicy", "CartPole-v1", seed=0, device=device, policy_kwargs=dict(net_arch=[64, 64]), **HYPER
+    )
     start = time.perf_counter()
     model.learn(steps)
     return steps / (time.perf_counter() - start)
@@ -151,6 +153,8 @@ def run_minimal(steps: int) -> float:
 def child(variant: str, steps: int) -> None:
     if variant in ("sb3", "plastic"):
         rate = run_sb3(steps, variant)
+    elif variant == "plastic-cuda":  # the same PlasticDQN run with its networks on the GPU
+        rate = run_sb3(steps, "plastic", device="cuda")
     elif variant == "minimal":
         rate = run_minimal(steps)
     elif variant == "rlplast":
@@ -228,6 +232,8 @@ def main() -> None:
         ratios.append(("rlplast train path / SB3 DQN", med["rlplast"] / med["sb3"]))
     if "rlplast" in med and "minimal" in med:
         ratios.append(("rlplast train path / minimal loop", med["rlplast"] / med["minimal"]))
+    if "plastic-cuda" in med and "plastic" in med:
+        ratios.append(("PlasticDQN on CUDA / on CPU", med["plastic-cuda"] / med["plastic"]))
     if "plastic" in med and "minimal" in med:
         ratios.append(("PlasticDQN / minimal loop", med["plastic"] / med["minimal"]))
     if "metrics" in med and "rlplast" in med:
