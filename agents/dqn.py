@@ -290,8 +290,3 @@ class PlasticDQN(DQN):
             "_loss_count",
             "iteration_end_hook",
         ]
-
-
-def policy_parameters(model: DQN) -> list[np.ndarray]:
-    """Copies of the online network's parameters as NumPy arrays (for comparisons in tests)."""
-    return [p.detach().cpu().numpy().copy() for p in model.q_net.parameters()]
