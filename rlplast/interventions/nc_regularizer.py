@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from rlplast.errors import UserError
+from rlplast.interventions._nc1_fused import nc1_fused
 from rlplast.interventions.base import Intervention, register
-from rlplast.metrics.collapse import nc1, nc1_quotient
+from rlplast.metrics.collapse import nc1_quotient
 
 if TYPE_CHECKING:
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -39,7 +40,9 @@ class NCRegularizer(Intervention):
     batch and ``C`` is the number of actions. Subtracting NC1 rewards within-class spread relative
     to between-class separation, i.e. it pushes against collapse; ``cap`` bounds the reward (and
     gives zero gradient above it). Gradients flow through the pseudo-inverse of ``Σ_B``
-    (``variant=pinv``) or through ``Tr Σ_W / Tr Σ_B`` (``variant=quotient``, smoother and cheaper).
+    (``variant=pinv``; value and gradient in closed form, see ``_nc1_fused``, equal to autograd
+    through :func:`rlplast.metrics.collapse.nc1`) or through ``Tr Σ_W / Tr Σ_B``
+    (``variant=quotient``, smoother).
 
     A batch in which fewer than two actions have ``n_min`` samples (or whose between-class scatter is
     zero) has no defined NC1: it contributes exactly zero to the loss and to the gradient, and is
@@ -59,7 +62,8 @@ class NCRegularizer(Intervention):
     n_min: int = 2
     """Minimum samples of an action in the batch for it to count as a class (>= 1)."""
 
-    VARIANTS: ClassVar[dict[str, Any]] = {"pinv": nc1, "quotient": nc1_quotient}
+    VARIANTS: ClassVar[dict[str, Any]] = {"pinv": nc1_fused, "quotient": nc1_quotient}
+    _FOLD: ClassVar[int] = 1024
 
     def __post_init__(self) -> None:
         if self.coef < 0.0:
@@ -75,11 +79,11 @@ class NCRegularizer(Intervention):
             raise UserError(f"intervention '{self.name}': n_min must be >= 1, got {self.n_min}")
         self.num_classes = 0
         self.skipped_total = 0
-        # Sums start as Python zeros so they take the device of the first tensor added (no sync).
-        self._term_sum: torch.Tensor | float = 0.0
-        self._nc1_sum: torch.Tensor | float = 0.0
-        self._valid_count: torch.Tensor | int = 0
-        self._count = 0
+        # Batch NC1 values (0-dim, NaN when undefined) since the last log, so an update adds no
+        # bookkeeping operations; every _FOLD values they are reduced on the device into
+        # _folded = [Σ term, Σ valid NC1, #valid, #batches] (no host sync), the rest at log time.
+        self._values: list[torch.Tensor] = []
+        self._folded: torch.Tensor | None = None
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
@@ -96,42 +100,48 @@ class NCRegularizer(Intervention):
         Returns:
             A 0-dim tensor; also records the batch NC1 for logging.
         """
-        value = self.VARIANTS[self.variant](
-            _FiniteGrad.apply(features), labels.reshape(-1).long(), num_classes, self.n_min
-        )
-        valid = torch.isfinite(value)
-        safe = torch.where(valid, value, torch.zeros_like(value))
-        term = (-self.coef * torch.clamp(safe, max=self.cap)).to(features.dtype)
-        self._term_sum = self._term_sum + term.detach()
-        self._nc1_sum = self._nc1_sum + safe.detach()
-        self._valid_count = self._valid_count + valid.detach().to(torch.int64)
-        self._count += 1
-        return term
+        labels = labels.reshape(-1).long()
+        if self.variant == "pinv":
+            value = nc1_fused(features, labels, num_classes, self.n_min)
+        else:
+            value = nc1_quotient(_FiniteGrad.apply(features), labels, num_classes, self.n_min)
+        self._values.append(value.detach())
+        if len(self._values) >= self._FOLD:
+            self._fold()
+        # NaN (undefined NC1) -> 0 with zero gradient; above the cap the clamp's gradient is 0.
+        safe = torch.nan_to_num(value, nan=0.0)
+        return (torch.clamp(safe, max=self.cap) * -self.coef).to(features.dtype)
 
     def loss(
         self, batch: ReplayBufferSamples, features: torch.Tensor, q_values: torch.Tensor
     ) -> torch.Tensor | None:
         return self.term(features, batch.actions, self.num_classes or q_values.shape[1])
 
+    def _fold(self) -> None:
+        values = torch.stack(self._values).to(torch.float64)
+        self._values = []
+        valid = torch.isfinite(values)
+        safe = torch.where(valid, values, torch.zeros_like(values))
+        terms = torch.clamp(safe, max=self.cap) * -self.coef
+        sums = torch.stack([terms.sum(), safe.sum(), valid.sum().to(values.dtype)])
+        sums = torch.cat([sums, sums.new_tensor([float(len(values))])])
+        self._folded = sums if self._folded is None else self._folded + sums
+
     def log_values(self) -> dict[str, float]:
-        if self._count == 0:
+        if self._values:
+            self._fold()
+        if self._folded is None:
             return {}
-        n_valid = int(self._valid_count)
-        skipped = self._count - n_valid
+        term_sum, nc1_sum, n_valid_f, count_f = self._folded.tolist()
+        self._folded = None
+        n_valid, count = int(n_valid_f), int(count_f)
+        skipped = count - n_valid
         self.skipped_total += skipped
-        out = {
-            "train/nc_reg_loss": float(self._term_sum) / self._count,
-            "train/nc1_batch": float(self._nc1_sum) / n_valid if n_valid else float("nan"),
+        return {
+            "train/nc_reg_loss": term_sum / count,
+            "train/nc1_batch": nc1_sum / n_valid if n_valid else float("nan"),
             "train/nc_reg_skipped": float(skipped),
         }
-        self._reset_stats()
-        return out
-
-    def _reset_stats(self) -> None:
-        self._term_sum = 0.0
-        self._nc1_sum = 0.0
-        self._valid_count = 0
-        self._count = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped_total": self.skipped_total}

@@ -34,6 +34,8 @@ def test_matches_sb3_dqn_bitwise(seed):
     assert ours._n_updates == ref._n_updates > 0
     for a, b in zip(_params(ref), _params(ours), strict=True):
         assert torch.equal(a, b)
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(ours.replay_buffer, name), getattr(ref.replay_buffer, name))
 
 
 def test_differs_from_sb3_when_an_intervention_adds_loss():
@@ -120,3 +122,54 @@ def test_greedy_predict_matches_sb3_policy_predict():
     assert np.array_equal(ours, ref)
     single, _ = model.predict(obs[0], deterministic=True)  # non-vectorized: SB3's own path
     assert single.shape == () and single == ref[0]
+    assert model._direct_layers() is not None  # the layer-by-layer path was the one taken
+
+
+def test_greedy_predict_honours_forward_hooks():
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=4, policy_kwargs=dict(net_arch=[16]))
+    obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
+    seen = []
+    handle = model.q_net.q_net[0].register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    assert model._direct_layers() is None
+    ours, _ = model.predict(obs, deterministic=True)
+    assert seen == [(8, 16)]
+    handle.remove()
+    assert model._direct_layers() is not None
+    assert np.array_equal(ours, model.predict(obs, deterministic=True)[0])
+
+
+def test_lean_vec_env_steps_exactly_like_dummy_vec_env():
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlplast.agents.dqn import LeanDummyVecEnv
+
+    lean = PlasticDQN._wrap_env(gym.make("CartPole-v1"))
+    assert type(lean) is LeanDummyVecEnv
+    plain = DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))])
+    lean.seed(3)
+    plain.seed(3)
+    np.testing.assert_array_equal(lean.reset(), plain.reset())
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(300):
+        actions = rng.integers(0, 2, size=1)
+        obs_a, rew_a, done_a, infos_a = lean.step(actions)
+        obs_b, rew_b, done_b, infos_b = plain.step(actions)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        np.testing.assert_array_equal(rew_a, rew_b)
+        np.testing.assert_array_equal(done_a, done_b)
+        assert infos_a[0].keys() == infos_b[0].keys()
+        if done_a[0]:
+            ends += 1
+            np.testing.assert_array_equal(
+                infos_a[0]["terminal_observation"], infos_b[0]["terminal_observation"]
+            )
+            assert infos_a[0]["episode"]["r"] == infos_b[0]["episode"]["r"]
+        # What the caller got stays as it was after the next step (no aliasing of buffers or dicts).
+        held_obs, held_info = obs_a.copy(), dict(infos_a[0])
+        lean.step(actions)
+        plain.step(actions)
+        np.testing.assert_array_equal(obs_a, held_obs)
+        assert infos_a[0] == held_info
+    assert ends >= 5

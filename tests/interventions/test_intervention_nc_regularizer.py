@@ -117,3 +117,20 @@ def _train_classifier(use_reg: bool) -> float:
 def test_regularizer_raises_nc1_on_a_synthetic_classification_problem():
     plain, regularized = _train_classifier(False), _train_classifier(True)
     assert regularized > 1.5 * plain, (plain, regularized)
+
+
+def test_logged_means_survive_on_device_folding(monkeypatch):
+    reg = build_intervention({"name": "nc_regularizer", "coef": 0.1, "cap": 1.0})
+    monkeypatch.setattr(type(reg), "_FOLD", 3)
+    batches = [_blobs(4, 2, 3, seed=s) for s in range(7)]
+    batches.insert(2, (torch.randn(8, 3, dtype=torch.float64), torch.zeros(8, dtype=torch.long)))
+    values = [nc1(f, y, 2, 2).item() for f, y in batches]
+    for f, y in batches:
+        reg.term(f, y, 2)
+    logged = reg.log_values()
+    finite = [v for v in values if math.isfinite(v)]
+    assert logged["train/nc_reg_skipped"] == 1.0
+    assert logged["train/nc1_batch"] == pytest.approx(sum(finite) / len(finite), rel=1e-9)
+    expected_loss = sum(-0.1 * min(v, 1.0) for v in finite) / len(values)
+    assert logged["train/nc_reg_loss"] == pytest.approx(expected_loss, rel=1e-9)
+    assert reg.skipped_total == 1
