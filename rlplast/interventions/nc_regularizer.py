@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions._nc1_fused import nc1_fused
+from rlplast.interventions._nc1_fused import nc1_fused, nc1_penalty
 from rlplast.interventions.base import Intervention, register
 from rlplast.metrics.collapse import nc1_quotient
 
@@ -102,15 +102,16 @@ class NCRegularizer(Intervention):
         """
         labels = labels.reshape(-1).long()
         if self.variant == "pinv":
-            value = nc1_fused(features, labels, num_classes, self.n_min)
+            term, value = nc1_penalty(features, labels, num_classes, self.n_min, self.coef, self.cap)
         else:
             value = nc1_quotient(_FiniteGrad.apply(features), labels, num_classes, self.n_min)
+            # NaN (undefined) -> 0 with zero gradient; above the cap the clamp's gradient is 0.
+            safe = torch.nan_to_num(value, nan=0.0)
+            term = (torch.clamp(safe, max=self.cap) * -self.coef).to(features.dtype)
         self._values.append(value.detach())
         if len(self._values) >= self._FOLD:
             self._fold()
-        # NaN (undefined NC1) -> 0 with zero gradient; above the cap the clamp's gradient is 0.
-        safe = torch.nan_to_num(value, nan=0.0)
-        return (torch.clamp(safe, max=self.cap) * -self.coef).to(features.dtype)
+        return term
 
     def loss(
         self, batch: ReplayBufferSamples, features: torch.Tensor, q_values: torch.Tensor

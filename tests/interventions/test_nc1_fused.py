@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from rlplast.interventions._nc1_fused import nc1_fused, nc1_value_and_grad
+from rlplast.interventions._nc1_fused import nc1_fused, nc1_penalty, nc1_value_and_grad
 from rlplast.metrics.collapse import nc1
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# (device, backend): NumPy serves CPU tensors by default; the torch code is what runs on a GPU.
+BACKENDS = [("cpu", "numpy"), ("cpu", "torch")] + ([("cuda", "torch")] if torch.cuda.is_available() else [])
 
 
 def _data(n: int, d: int, c: int, seed: int, offset: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,7 +23,7 @@ def _data(n: int, d: int, c: int, seed: int, offset: float = 3.0) -> tuple[torch
     return features, labels
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("device", "backend"), BACKENDS)
 @pytest.mark.parametrize(
     ("n", "d", "c", "n_min"),
     [
@@ -34,33 +35,59 @@ def _data(n: int, d: int, c: int, seed: int, offset: float = 3.0) -> tuple[torch
         (30, 8, 4, 8),  # some classes dropped by n_min
     ],
 )
-def test_value_and_gradient_match_autograd_through_nc1(device, n, d, c, n_min):
+def test_value_and_gradient_match_autograd_through_nc1(device, backend, n, d, c, n_min):
     features, labels = _data(n, d, c, seed=n + d + c)
     features, labels = features.to(device), labels.to(device)
     ref_in = features.clone().requires_grad_(True)
     ref = nc1(ref_in, labels, c, n_min)
     (ref_grad,) = torch.autograd.grad(ref, ref_in)
     fused_in = features.clone().requires_grad_(True)
-    value = nc1_fused(fused_in, labels, c, n_min)
+    value = nc1_fused(fused_in, labels, c, n_min, backend=backend)
     (grad,) = torch.autograd.grad(value, fused_in)
+    assert value.device == grad.device == features.device
     tol = 1e-10 if device == "cpu" else 1e-8
     assert value.dtype == torch.float64
     assert value.item() == pytest.approx(ref.item(), rel=tol)
     assert torch.allclose(grad, ref_grad, rtol=1e-8, atol=tol * ref_grad.abs().max().item())
 
 
-def test_gradient_matches_finite_differences():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_gradient_matches_finite_differences(backend):
     features, labels = _data(12, 4, 3, seed=7)
     features.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda h: nc1_fused(h, labels, 3, 2), (features,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda h: nc1_fused(h, labels, 3, 2, backend=backend), (features,), eps=1e-6, atol=1e-6
+    )
 
 
-def test_known_answer_two_points_per_class():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("cap", [1e3, 1e-3], ids=["below_cap", "above_cap"])
+def test_penalty_is_minus_coef_times_capped_nc1_with_its_gradient(backend, cap):
+    features, labels = _data(24, 6, 3, seed=11)
+    ref_in = features.clone().requires_grad_(True)
+    ref = -0.3 * torch.clamp(nc1(ref_in, labels, 3, 2), max=cap)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in)
+    h = features.float().requires_grad_(True)
+    term, value = nc1_penalty(h, labels, 3, 2, coef=0.3, cap=cap, backend=backend)
+    assert term.dtype == torch.float32 and value.dtype == torch.float64 and not value.requires_grad
+    assert term.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert value.item() == pytest.approx(nc1(features, labels, 3, 2).item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(term, h)
+    assert grad.dtype == torch.float32
+    assert torch.allclose(
+        grad.double(), ref_grad, rtol=1e-4, atol=1e-6 * max(ref_grad.abs().max().item(), 1.0)
+    )
+    if cap < value.item():
+        assert torch.count_nonzero(grad) == 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_known_answer_two_points_per_class(backend):
     # Class means ±e1, residuals ±(a, s): Σ_B = e1e1ᵀ, Σ_W = [[a², as], [as, s²]].
     a, s = 0.3, 0.5
     h = torch.tensor([[1 + a, s], [1 - a, -s], [-1 + a, s], [-1 - a, -s]], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1])
-    value, grad = nc1_value_and_grad(h, labels, 2, 1)
+    value, grad = nc1_value_and_grad(h, labels, 2, 1, backend=backend)
     # Tr(Σ_W Σ_B⁺) = a², NC1 = a² / C_eff.
     assert value.item() == pytest.approx(a * a / 2, rel=1e-12)
     assert grad is not None and grad.shape == h.shape
@@ -75,19 +102,21 @@ def test_undefined_batches_give_nan_and_zero_gradient(labels):
     assert torch.count_nonzero(grad) == 0
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_features_give_nan_and_finite_gradient(bad):
+def test_non_finite_features_give_nan_and_finite_gradient(bad, backend):
     features = torch.randn(8, 4, dtype=torch.float64)
     features[3, 1] = bad
     features.requires_grad_(True)
-    value = nc1_fused(features, torch.tensor([0, 1] * 4), 2, 2)
+    value = nc1_fused(features, torch.tensor([0, 1] * 4), 2, 2, backend=backend)
     assert math.isnan(value.item())
     (grad,) = torch.autograd.grad(torch.nan_to_num(value), features)
     assert torch.isfinite(grad).all() and torch.count_nonzero(grad) == 0
 
 
-def test_all_zero_features_give_nan():
-    value, grad = nc1_value_and_grad(torch.zeros(8, 4), torch.tensor([0, 1] * 4), 2, 1)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_all_zero_features_give_nan(backend):
+    value, grad = nc1_value_and_grad(torch.zeros(8, 4), torch.tensor([0, 1] * 4), 2, 1, backend=backend)
     assert math.isnan(value.item())
     assert grad is not None and torch.count_nonzero(grad) == 0
 
