@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the metric and performance issues, as one script for any CUDA machine:
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
-# 1. the metric tests, whose CUDA cases (values to 1e-5 against float64 NumPy) run only with a GPU;
+# 1. the metric tests and the NC regularizer's closed-form NC1 tests, whose CUDA cases run only
+#    with a GPU (metrics: values to 1e-5 against float64 NumPy; regularizer: against autograd);
 # 2. the metric suite on CUDA at N = 50 000, D = 512 (target on an H100-class card: < 20 ms);
 # 3. a PlasticDQN training run on CUDA against the same run on CPU.
 # Record the printed card name with the numbers in benchmarks/RESULTS.md.
@@ -11,6 +12,6 @@ out=${1:-gpu-results}
 mkdir -p "$out"
 PY=${PYTHON:-python}
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('card:', torch.cuda.get_device_name(0), '| torch', torch.__version__)" | tee "$out/card.txt" || exit 1
-"$PY" -m pytest tests/metrics -q -p no:cacheprovider 2>&1 | tee "$out/metrics_tests.txt"
+"$PY" -m pytest tests/metrics tests/interventions/test_nc1_fused.py -q -p no:cacheprovider 2>&1 | tee "$out/metrics_tests.txt"
 "$PY" benchmarks/metrics_bench.py --device cuda --n 50000 --d 512 --c 2 6 18 2>&1 | tee "$out/metrics_bench_cuda.txt"
 "$PY" benchmarks/train_bench.py --steps 20000 --repeats 1 --variants plastic plastic-cuda 2>&1 | tee "$out/train_cuda_vs_cpu.txt"
