@@ -3,7 +3,7 @@
 :func:`rlplast.metrics.collapse.nc1` builds its value from general class statistics and lets autograd
 differentiate through ~50 small operations; at training-batch sizes (N = 32–256) that per-operation
 overhead, not arithmetic, is the cost. :func:`nc1_fused` computes the same value and its gradient
-with respect to the features in one straight pass of about 40 operations and no autograd graph.
+with respect to the features in one straight pass and adds a single node to the autograd graph.
 
 Notation (kept classes only; a class is kept when it has ``>= n_min`` samples): ``Y`` the ``N×C``
 one-hot labels, ``M`` the class means, ``M̃ = diag(k)(I − 1kᵀ/c)M`` the means centred on their
@@ -19,16 +19,17 @@ and, with the pseudo-inverse linearised as ``dQ = −Q dG Q`` (exactly ``nc1``'s
     ∂NC1/∂H = [ 2·U Q² M̃  +  Y diag(k/n_c) (I − k1ᵀ/c) diag(k) (2·Q² Uᵀ R − (2/c)·B M̃) ] / (n c²),
     B = Q² P Q + Q P Q².
 
-The same code runs on NumPy arrays for CPU tensors (at these sizes torch's per-operation dispatch
-costs several times NumPy's; the arrays share the tensors' memory, so nothing is moved) and on torch
-tensors on any other device, where it stays on the device without a host synchronisation. The tests
-check value and gradient of both backends against autograd through ``nc1`` and against finite
-differences.
+Two implementations of these formulas: :func:`_core_torch` for tensors on an accelerator (stays on
+the device; masks instead of branches, no host synchronisation) and :func:`_core_numpy` for CPU
+tensors, where torch's per-operation dispatch (≈ 5–10 µs here) would cost several times the
+arithmetic; NumPy reads the tensors' own memory, so nothing moves between devices, and undefined
+batches return early. The tests check value and gradient of both against autograd through ``nc1``
+and against finite differences.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+import math
 from typing import Any
 
 import numpy as np
@@ -38,27 +39,24 @@ from torch import Tensor
 # Same thresholds as rlplast.metrics.collapse (eigenvalue truncation, "zero scatter").
 _EIG_RTOL = 1e-10
 _ZERO_SCATTER_RTOL = 1e-24
+_NP_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
-def _core(
-    xp: ModuleType, h: Any, labels: Any, num_classes: int, n_min: int, need_grad: bool
-) -> tuple[Any, Any]:
-    """Value and gradient on float64 ``h`` with array namespace ``xp`` (``numpy`` or ``torch``)."""
-    if xp is np:
-        f64 = lambda a: a.astype(np.float64)  # noqa: E731
-        classes = np.arange(num_classes)
-    else:
-        f64 = lambda a: a.to(torch.float64)  # noqa: E731
-        classes = torch.arange(num_classes, device=h.device)
-    y_all = f64(labels.reshape(-1, 1) == classes)
+def _core_torch(
+    h: Tensor, labels: Tensor, num_classes: int, n_min: int, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Value (0-dim) and gradient of float64 ``h`` on its device; NaN value and 0 gradient when undefined."""
+    f64 = torch.float64
+    classes = torch.arange(num_classes, device=h.device)
+    y_all = (labels.reshape(-1, 1) == classes).to(f64)
     counts = y_all.sum(0)
-    keep_f = f64(counts >= max(int(n_min), 1))
+    keep_f = (counts >= max(int(n_min), 1)).to(f64)
     y = y_all * keep_f
     sample_keep = y.sum(1)[:, None]
     c_eff = keep_f.sum()
-    n_eff = sample_keep.sum().clip(min=1.0)
-    c = c_eff.clip(min=1.0)
-    inv_n = (keep_f / counts.clip(min=1.0))[:, None]
+    n_eff = sample_keep.sum().clamp_min(1.0)
+    c = c_eff.clamp_min(1.0)
+    inv_n = (keep_f / counts.clamp_min(1.0))[:, None]
     keep_col = keep_f[:, None]
     means = (y.T @ h) * inv_n
     mt = (means - means.sum(0) / c) * keep_col
@@ -70,28 +68,134 @@ def _core(
     # Non-finite features would make eigh fail: decompose zeros instead and flag the value NaN
     # (x * 0 == 0 is False exactly for NaN and ±inf, so the sum's test covers every entry).
     finite = gram.sum() * 0.0 == 0.0
-    evals, evecs = xp.linalg.eigh(xp.where(finite, gram, 0.0))
+    evals, evecs = torch.linalg.eigh(torch.where(finite, gram, 0.0))
     lam_max = evals[-1]
     nonzero = lam_max > _ZERO_SCATTER_RTOL * scale
     # Keep the top C_eff − 1 eigenpairs (position >= C − C_eff + 1) that are not round-off.
     keep_eig = (classes + c_eff > num_classes) & (evals >= _EIG_RTOL * lam_max) & nonzero
-    inv = xp.where(keep_eig, 1.0 / xp.where(keep_eig, evals, 1.0), 0.0)
+    inv = torch.where(keep_eig, 1.0 / torch.where(keep_eig, evals, 1.0), 0.0)
     q = (evecs * inv) @ evecs.T
     q2 = q @ q
     p = u.T @ u
     denom = n_eff * c * c
     ok = (c_eff >= 2) & nonzero & finite
-    value = xp.where(ok, (p * q2).sum() / denom, float("nan"))
+    value = torch.where(ok, (p * q2).sum() / denom, float("nan"))
     if not need_grad:
         return value, None
-
     uq2 = u @ q2
     qpq2 = q @ p @ q2
     e_t = 2.0 * (uq2.T @ r) - (2.0 / c) * ((qpq2 + qpq2.T) @ mt)  # B = Q P Q² + Q² P Q
     v = keep_col * e_t
     v = v - keep_col * (v.sum(0)[None, :] / c)
-    grad = xp.where(ok, (2.0 * (uq2 @ mt) + y @ (inv_n * v)) / denom, 0.0)
+    grad = torch.where(ok, (2.0 * (uq2 @ mt) + y @ (inv_n * v)) / denom, 0.0)
     return value, grad
+
+
+def _core_numpy(
+    h: np.ndarray, labels: np.ndarray, num_classes: int, n_min: int, need_grad: bool
+) -> tuple[float, np.ndarray | None]:
+    """The same formulas on float64 NumPy arrays, restricted to the kept classes, with early exits.
+
+    Working in the kept classes' coordinates drops the masks: the centring is a plain mean, the
+    structural null direction of ``G`` is its smallest eigenpair, and only samples of dropped classes
+    need zeroing.
+    """
+    onehot = labels.reshape(-1, 1) == np.arange(num_classes)
+    counts = onehot.sum(0)
+    kept = np.flatnonzero(counts >= max(int(n_min), 1))
+    c = len(kept)
+    if c < 2:
+        return _undefined(h, need_grad)
+    all_kept = c == num_classes
+    if not all_kept:
+        onehot, counts = onehot[:, kept], counts[kept]
+    y = onehot.astype(np.float64)
+    n = float(counts.sum())
+    means = (y.T @ h) / counts[:, None]
+    r = h - y @ means
+    if not all_kept:
+        sample_keep = y.sum(1)
+        r *= sample_keep[:, None]
+        sq_norms = float(sample_keep @ (h * h).sum(1))
+    else:
+        sq_norms = float(np.vdot(h, h))
+    if c == 2:
+        return _two_classes(h, r, y, means, counts, n, sq_norms, need_grad)
+    mt = means - means.sum(0) * (1.0 / c)
+    gram = (mt @ mt.T) / c
+    if not np.isfinite(gram).all():
+        return _undefined(h, need_grad)
+    evals, evecs = np.linalg.eigh(gram)
+    lam_max = float(evals[-1])
+    if not lam_max > _ZERO_SCATTER_RTOL * sq_norms / n:
+        return _undefined(h, need_grad)
+    # The top c − 1 eigenpairs (the smallest is the centring's null direction) that are not round-off.
+    top = evals[1:]
+    good = top >= _EIG_RTOL * lam_max
+    vecs, inv = evecs[:, 1:][:, good], 1.0 / top[good]
+    q = (vecs * inv) @ vecs.T
+    q2 = (vecs * (inv * inv)) @ vecs.T
+    u = r @ mt.T
+    p = u.T @ u
+    denom = n * c * c
+    value = float(np.vdot(p, q2)) / denom
+    if not need_grad:
+        return value, None
+    uq2 = u @ q2
+    qpq2 = q @ p @ q2
+    e_t = 2.0 * (uq2.T @ r) - (2.0 / c) * ((qpq2 + qpq2.T) @ mt)  # B = Q P Q² + Q² P Q
+    v = (e_t - e_t.sum(0) * (1.0 / c)) / counts[:, None]
+    return value, (2.0 * (uq2 @ mt) + y @ v) / denom
+
+
+def _undefined(h: np.ndarray, need_grad: bool) -> tuple[float, np.ndarray | None]:
+    return float("nan"), np.zeros_like(h) if need_grad else None
+
+
+def _two_classes(
+    h: np.ndarray,
+    r: np.ndarray,
+    y: np.ndarray,
+    means: np.ndarray,
+    counts: np.ndarray,
+    n: float,
+    sq_norms: float,
+    need_grad: bool,
+) -> tuple[float, np.ndarray | None]:
+    """Two kept classes (every two-action env): ``Σ_B`` has rank one and everything is closed-form.
+
+    With ``d = μ₁ − μ₀``, ``δ = ‖d‖²``, ``s_i = r_iᵀd`` and ``S = Σ s_i²``: ``Σ_B = ddᵀ/4``,
+    ``Σ_B⁺ = 4ddᵀ/δ²`` and ``NC1 = 2S/(nδ²)``. Its gradient, ``σ_i = 1/n₁`` for class 1, ``−1/n₀``
+    for class 0 (``∂d/∂h_i``) and 0 for dropped samples, is
+
+        ∂NC1/∂h_i = 4/(nδ²) · [ s_i d + σ_i (Rᵀs − 2S d/δ) ]
+
+    (the residuals' dependence on the means cancels because ``Σ_{i∈c} s_i = 0``).
+    """
+    d = means[1] - means[0]
+    delta = float(d @ d)
+    # Zero-scatter rule of the general path: λ_max(Σ_B) = δ/4 against the mean squared norm.
+    if not (math.isfinite(delta) and delta / 4.0 > _ZERO_SCATTER_RTOL * sq_norms / n):
+        return _undefined(h, need_grad)
+    s = r @ d
+    big_s = float(s @ s)
+    scale = 4.0 / (n * delta * delta)
+    value = 0.5 * scale * big_s
+    if not need_grad:
+        return value, None
+    sigma = y @ np.array([-1.0 / counts[0], 1.0 / counts[1]])
+    g_d = r.T @ s - (2.0 * big_s / delta) * d
+    return value, scale * (np.outer(s, d) + np.outer(sigma, g_d))
+
+
+def _use_numpy(h: Tensor, backend: str) -> bool:
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    return backend == "numpy" or (backend == "auto" and h.device.type == "cpu")
+
+
+def _numpy_inputs(h: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    return h.detach().numpy().astype(np.float64, copy=False), labels.detach().reshape(-1).numpy()
 
 
 def nc1_value_and_grad(
@@ -112,21 +216,20 @@ def nc1_value_and_grad(
         zero or the features are not finite) and the float64 ``(N, D)`` gradient on ``h``'s device
         (zero wherever the value is NaN).
     """
-    h = h.detach()
-    use_numpy = backend == "numpy" or (backend == "auto" and h.device.type == "cpu")
-    if use_numpy:
-        h_np = h.numpy().astype(np.float64, copy=False)
-        with np.errstate(all="ignore"):  # non-finite features give a NaN value, not warnings
-            value, grad = _core(np, h_np, labels.detach().reshape(-1).numpy(), num_classes, n_min, need_grad)
-        return torch.tensor(float(value), dtype=torch.float64), (
-            None if grad is None else torch.from_numpy(grad)
-        )
+    if _use_numpy(h, backend):
+        with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
+            value, grad = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+        return torch.tensor(value, dtype=torch.float64), None if grad is None else torch.from_numpy(grad)
     labels = labels.reshape(-1).to(device=h.device, dtype=torch.long)
-    return _core(torch, h.to(torch.float64), labels, num_classes, n_min, need_grad)
+    return _core_torch(h.detach().to(torch.float64), labels, num_classes, n_min, need_grad)
 
 
 class _NC1Penalty(torch.autograd.Function):
-    """``(out, NC1)`` with ``out = NC1`` (``coef=None``) or ``−coef·min(NC1, cap)``; grad via ``out``."""
+    """``(out, NC1)`` with ``out = NC1`` (``coef=None``) or ``−coef·min(NC1, cap)``; grad via ``out``.
+
+    Where NC1 is not finite (undefined batch, diverged features) ``out`` is NaN (plain NC1) or 0 (the
+    penalty) and the gradient is 0; above the cap the penalty's gradient is 0.
+    """
 
     @staticmethod
     def forward(
@@ -140,17 +243,40 @@ class _NC1Penalty(torch.autograd.Function):
         backend: str,
     ) -> tuple[Tensor, Tensor]:
         need_grad = ctx.needs_input_grad[0]
-        value, grad = nc1_value_and_grad(h, labels, num_classes, n_min, need_grad, backend)
-        ok = torch.isfinite(value)
-        if coef is None:  # the plain NC1: NaN where undefined, with a zero gradient there
-            out, factor = value.clone(), ok.to(value.dtype)
+        out_dtype = torch.float64 if coef is None else h.dtype
+        if _use_numpy(h, backend):
+            # Scalars stay Python floats: two tensors are made, no torch arithmetic.
+            with np.errstate(all="ignore"):
+                value, grad = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+            ok = math.isfinite(value)
+            if coef is None:
+                out_v, factor = value, float(ok)
+            else:
+                out_v = -coef * min(value, cap) if ok else 0.0
+                factor = -coef if ok and value <= cap else 0.0
+            out = torch.tensor(out_v, dtype=out_dtype)
+            value_t = torch.tensor(value, dtype=torch.float64)
+            if grad is not None:
+                scaled = grad * factor
+                np_dtype = _NP_DTYPES.get(h.dtype)
+                saved = (
+                    torch.from_numpy(scaled.astype(np_dtype))
+                    if np_dtype
+                    else torch.from_numpy(scaled).to(h.dtype)
+                )
+                ctx.save_for_backward(saved)
         else:
-            out = torch.where(ok, torch.clamp(value, max=cap) * -coef, 0.0).to(h.dtype)
-            factor = torch.where(ok & (value <= cap), -coef, 0.0)
-        if grad is not None:
-            ctx.save_for_backward((grad * factor).to(h.dtype))
-        ctx.mark_non_differentiable(value)
-        return out, value
+            value_t, grad = nc1_value_and_grad(h, labels, num_classes, n_min, need_grad, backend)
+            ok_t = torch.isfinite(value_t)
+            if coef is None:
+                out, factor_t = value_t.clone(), ok_t.to(torch.float64)
+            else:
+                out = torch.where(ok_t, torch.clamp(value_t, max=cap) * -coef, 0.0).to(out_dtype)
+                factor_t = torch.where(ok_t & (value_t <= cap), -coef, 0.0)
+            if grad is not None:
+                ctx.save_for_backward((grad * factor_t).to(h.dtype))
+        ctx.mark_non_differentiable(value_t)
+        return out, value_t
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, _grad_value: Tensor | None) -> tuple[Tensor | None, ...]:

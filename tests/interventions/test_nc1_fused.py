@@ -130,3 +130,30 @@ def test_float32_features_get_a_float32_gradient_without_grad_tracking_inside():
     ref_in = features.float().requires_grad_(True)
     nc1(ref_in, labels, 3, 2).backward()
     assert torch.allclose(h.grad, ref_in.grad, rtol=1e-4, atol=1e-6 * ref_in.grad.abs().max().item())
+
+
+@pytest.mark.parametrize(("device", "backend"), BACKENDS)
+@pytest.mark.parametrize(
+    "counts",
+    [(10, 1, 12, 0), (9, 2, 7, 8, 1), (20, 20)],
+    ids=["two_kept_of_four", "three_kept_of_five", "two_of_two"],
+)
+def test_dropped_classes_match_autograd(device, backend, counts):
+    # n_min = 3 drops the classes with fewer samples (and their samples) before anything else.
+    labels = torch.cat([torch.full((k,), i) for i, k in enumerate(counts)])
+    g = torch.Generator().manual_seed(len(labels))
+    centres = torch.randn(len(counts), 5, generator=g, dtype=torch.float64)
+    features = (centres[labels] + 0.5 * torch.randn(len(labels), 5, generator=g, dtype=torch.float64)).to(
+        device
+    )
+    labels = labels.to(device)
+    ref_in = features.clone().requires_grad_(True)
+    ref = nc1(ref_in, labels, len(counts), 3)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in)
+    fused_in = features.clone().requires_grad_(True)
+    value = nc1_fused(fused_in, labels, len(counts), 3, backend=backend)
+    (grad,) = torch.autograd.grad(value, fused_in)
+    assert value.item() == pytest.approx(ref.item(), rel=1e-10)
+    assert torch.allclose(grad, ref_grad, rtol=1e-8, atol=1e-10 * ref_grad.abs().max().item())
+    dropped = torch.isin(labels, torch.tensor([i for i, k in enumerate(counts) if k < 3], device=device))
+    assert torch.count_nonzero(grad[dropped]) == 0
