@@ -91,10 +91,17 @@ def _core_torch(
     return value, grad
 
 
+_Factors = tuple[np.ndarray, np.ndarray]
+
+
 def _core_numpy(
     h: np.ndarray, labels: np.ndarray, num_classes: int, n_min: int, need_grad: bool
-) -> tuple[float, np.ndarray | None]:
+) -> tuple[float, _Factors | None]:
     """The same formulas on float64 NumPy arrays, restricted to the kept classes, with early exits.
+
+    The gradient comes back factored, ``(L, R)`` with ``grad = L @ R`` (``L`` is ``N×k``, ``R`` is
+    ``k×D``, ``k ≤ 2C``): both of its terms are low-rank, so the caller builds the ``N×D`` matrix in
+    one product, in the dtype it needs, after scaling the small ``R``.
 
     Working in the kept classes' coordinates drops the masks: the centring is a plain mean, the
     structural null direction of ``G`` is its smallest eigenpair, and only samples of dropped classes
@@ -145,11 +152,20 @@ def _core_numpy(
     qpq2 = q @ p @ q2
     e_t = 2.0 * (uq2.T @ r) - (2.0 / c) * ((qpq2 + qpq2.T) @ mt)  # B = Q P Q² + Q² P Q
     v = (e_t - e_t.sum(0) * (1.0 / c)) / counts[:, None]
-    return value, (2.0 * (uq2 @ mt) + y @ v) / denom
+    return value, (np.hstack([uq2, y]), np.vstack([2.0 * mt, v]) / denom)
 
 
-def _undefined(h: np.ndarray, need_grad: bool) -> tuple[float, np.ndarray | None]:
-    return float("nan"), np.zeros_like(h) if need_grad else None
+def _undefined(h: np.ndarray, need_grad: bool) -> tuple[float, _Factors | None]:
+    zeros = (np.zeros((h.shape[0], 1)), np.zeros((1, h.shape[1])))
+    return float("nan"), zeros if need_grad else None
+
+
+def _expand(factors: _Factors, scale: float, dtype: torch.dtype) -> Tensor:
+    """``scale · L @ R`` as a tensor of ``dtype`` (one ``N×D`` product, no ``N×D`` temporaries)."""
+    left, right = factors
+    np_dtype = _NP_DTYPES.get(dtype, np.float64)
+    grad = torch.from_numpy(left.astype(np_dtype) @ (right * scale).astype(np_dtype))
+    return grad if grad.dtype == dtype else grad.to(dtype)
 
 
 def _two_classes(
@@ -161,7 +177,7 @@ def _two_classes(
     n: float,
     sq_norms: float,
     need_grad: bool,
-) -> tuple[float, np.ndarray | None]:
+) -> tuple[float, _Factors | None]:
     """Two kept classes (every two-action env): ``Σ_B`` has rank one and everything is closed-form.
 
     With ``d = μ₁ − μ₀``, ``δ = ‖d‖²``, ``s_i = r_iᵀd`` and ``S = Σ s_i²``: ``Σ_B = ddᵀ/4``,
@@ -185,7 +201,7 @@ def _two_classes(
         return value, None
     sigma = y @ np.array([-1.0 / counts[0], 1.0 / counts[1]])
     g_d = r.T @ s - (2.0 * big_s / delta) * d
-    return value, scale * (np.outer(s, d) + np.outer(sigma, g_d))
+    return value, (np.stack([s, sigma], 1), scale * np.stack([d, g_d]))
 
 
 def _use_numpy(h: Tensor, backend: str) -> bool:
@@ -218,8 +234,9 @@ def nc1_value_and_grad(
     """
     if _use_numpy(h, backend):
         with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
-            value, grad = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
-        return torch.tensor(value, dtype=torch.float64), None if grad is None else torch.from_numpy(grad)
+            value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+        grad = None if factors is None else _expand(factors, 1.0, torch.float64)
+        return torch.tensor(value, dtype=torch.float64), grad
     labels = labels.reshape(-1).to(device=h.device, dtype=torch.long)
     return _core_torch(h.detach().to(torch.float64), labels, num_classes, n_min, need_grad)
 
@@ -247,7 +264,7 @@ class _NC1Penalty(torch.autograd.Function):
         if _use_numpy(h, backend):
             # Scalars stay Python floats: two tensors are made, no torch arithmetic.
             with np.errstate(all="ignore"):
-                value, grad = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+                value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
             ok = math.isfinite(value)
             if coef is None:
                 out_v, factor = value, float(ok)
@@ -256,15 +273,8 @@ class _NC1Penalty(torch.autograd.Function):
                 factor = -coef if ok and value <= cap else 0.0
             out = torch.tensor(out_v, dtype=out_dtype)
             value_t = torch.tensor(value, dtype=torch.float64)
-            if grad is not None:
-                scaled = grad * factor
-                np_dtype = _NP_DTYPES.get(h.dtype)
-                saved = (
-                    torch.from_numpy(scaled.astype(np_dtype))
-                    if np_dtype
-                    else torch.from_numpy(scaled).to(h.dtype)
-                )
-                ctx.save_for_backward(saved)
+            if factors is not None:
+                ctx.save_for_backward(_expand(factors, factor, h.dtype))
         else:
             value_t, grad = nc1_value_and_grad(h, labels, num_classes, n_min, need_grad, backend)
             ok_t = torch.isfinite(value_t)

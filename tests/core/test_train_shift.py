@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from rlplast.cli import main
 from rlplast.runlog import read_metrics_csv
 
@@ -77,12 +79,11 @@ def test_user_env_from_a_module_outside_rlplast(tmp_path, monkeypatch):
     assert {int(r["shift/task_id"]) for r in rows} == {0, 1}
 
 
-def test_minatar_sequence_trains_with_the_cnn(tmp_path):
-    import pytest
-
+@pytest.mark.parametrize("config", ["minatar_sequence.yaml", "minatar_sequence_short.yaml"])
+def test_minatar_sequence_trains_with_the_cnn(tmp_path, config):
     pytest.importorskip("minatar")
     out = tmp_path / "minatar"
-    args = ["train", str(REPO / "configs/minatar_sequence.yaml"), "--out", str(out), "--quiet"]
+    args = ["train", str(REPO / "configs" / config), "--out", str(out), "--quiet"]
     overrides = [o for o in tiny_overrides(400, metrics=True) if not o.startswith("agent.net_arch")]
     for o in [*overrides, "env.kwargs.steps_per_task=150"]:
         args += ["--set", o]
