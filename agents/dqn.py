@@ -11,6 +11,10 @@ stable-baselines3 2.9's ``DQN.train`` (the version pinned in ``pyproject.toml``)
 With no interventions the arithmetic is exactly SB3's: the same seed gives bitwise-identical
 parameters after any number of updates.
 
+The collection path is SB3's with its redundant copies removed (:class:`LeanDummyVecEnv` as the
+vectorized env, :class:`LeanReplayBuffer` as the default replay buffer, no ``deepcopy`` in
+``_store_transition``); observations, infos and replay contents are the same as SB3's (tested).
+
 Example:
     >>> from rlplast.agents import PlasticDQN
     >>> model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, learning_starts=100)
@@ -26,6 +30,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -113,6 +118,43 @@ class LeanDummyVecEnv(DummyVecEnv):
         return dict_to_obs(self.observation_space, {k: v.copy() for k, v in self.buf_obs.items()})
 
 
+class LeanReplayBuffer(ReplayBuffer):
+    """SB3's ``ReplayBuffer`` whose ``add`` writes the arrays straight into its storage.
+
+    ``ReplayBuffer.add`` wraps each field in ``np.array(...)`` before assigning it into the
+    preallocated storage, which copies again anyway; the stored values are identical. Discrete
+    observation spaces (which need SB3's reshape) go through SB3's ``add``.
+    """
+
+    def add(  # type: ignore[override]
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        if isinstance(self.observation_space, spaces.Discrete):
+            super().add(obs, next_obs, action, reward, done, infos)
+            return
+        pos = self.pos
+        self.observations[pos] = obs
+        if self.optimize_memory_usage:
+            self.observations[(pos + 1) % self.buffer_size] = next_obs
+        else:
+            self.next_observations[pos] = next_obs
+        self.actions[pos] = action.reshape((self.n_envs, self.action_dim))
+        self.rewards[pos] = reward
+        self.dones[pos] = done
+        if self.handle_timeout_termination:
+            self.timeouts[pos] = [info.get("TimeLimit.truncated", False) for info in infos]
+        self.pos = pos + 1
+        if self.pos == self.buffer_size:
+            self.full = True
+            self.pos = 0
+
+
 def _lean_vec_env(env: VecEnv) -> VecEnv:
     """Turn the plain ``DummyVecEnv`` at the bottom of ``env``'s wrappers into a :class:`LeanDummyVecEnv`."""
     inner = env
@@ -133,7 +175,12 @@ class PlasticDQN(DQN):
     """
 
     #: Per-network caches of the hot path (rebuilt on demand, never saved).
-    _CACHES: ClassVar[tuple[str, ...]] = ("_body_cache", "_params_cache", "_direct_cache")
+    _CACHES: ClassVar[tuple[str, ...]] = (
+        "_body_cache",
+        "_params_cache",
+        "_direct_cache",
+        "_last_train_losses",
+    )
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
@@ -159,6 +206,8 @@ class PlasticDQN(DQN):
         return _lean_vec_env(DQN._wrap_env(env, verbose, monitor_wrapper))
 
     def _setup_model(self) -> None:
+        if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict):
+            self.replay_buffer_class = LeanReplayBuffer
         super()._setup_model()
         space = self.observation_space
         # Greedy actions skip SB3's generic obs_to_tensor for plain (non-image) Box observations.
@@ -358,8 +407,8 @@ class PlasticDQN(DQN):
             # Seam (b): keep the gradient norm that clip_grad_norm_ computes anyway.
             grad_norm = th.nn.utils.clip_grad_norm_(self._grad_params(), self.max_grad_norm)
             self.policy.optimizer.step()
-            self.last_grad_norm = grad_norm.detach()
-            self._grad_norm_sum = self._grad_norm_sum + self.last_grad_norm
+            self.last_grad_norm = grad_norm  # computed under no_grad: nothing to detach
+            self._grad_norm_sum = self._grad_norm_sum + grad_norm
             self._grad_norm_count += 1
 
             self._n_updates += 1
@@ -367,12 +416,19 @@ class PlasticDQN(DQN):
                 intervention.after_update(self._n_updates, self.num_timesteps)
 
         if losses:
-            # One host transfer per train() call instead of one per gradient step.
-            batch_losses = th.stack(losses)
-            self._loss_sum = self._loss_sum + batch_losses.sum()
+            # No host transfer per train() call: SB3's "train/loss" (the mean of the last call's
+            # losses) is computed when SB3's logger dumps, see dump_logs().
+            self._loss_sum = self._loss_sum + (losses[0] if len(losses) == 1 else th.stack(losses).sum())
             self._loss_count += len(losses)
+            self._last_train_losses = losses
             self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-            self.logger.record("train/loss", float(batch_losses.mean()))
+
+    def dump_logs(self) -> None:
+        """SB3's ``dump_logs``, recording ``train/loss`` (mean of the last ``train()`` call) first."""
+        losses = self.__dict__.get("_last_train_losses")
+        if losses:
+            self.logger.record("train/loss", float(th.stack(losses).mean()))
+        super().dump_logs()
 
     # ------------------------------------------------------------------ logging helpers
     def pop_train_stats(self) -> dict[str, float]:

@@ -34,6 +34,7 @@ def test_matches_sb3_dqn_bitwise(seed):
     assert ours._n_updates == ref._n_updates > 0
     for a, b in zip(_params(ref), _params(ours), strict=True):
         assert torch.equal(a, b)
+    assert type(ours.replay_buffer).__name__ == "LeanReplayBuffer"  # the lean add() was exercised
     for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(ours.replay_buffer, name), getattr(ref.replay_buffer, name))
 
@@ -173,3 +174,28 @@ def test_lean_vec_env_steps_exactly_like_dummy_vec_env():
         np.testing.assert_array_equal(obs_a, held_obs)
         assert infos_a[0] == held_info
     assert ends >= 5
+
+
+def test_sb3_logger_gets_the_same_train_loss_as_sb3():
+    from stable_baselines3.common.logger import KVWriter, Logger
+
+    class Collect(KVWriter):
+        def __init__(self):
+            self.rows = []
+
+        def write(self, key_values, key_excluded, step=0):
+            self.rows.append((step, key_values.get("train/loss")))
+
+    def dumped(cls):
+        torch.set_num_threads(1)
+        model = cls("MlpPolicy", "CartPole-v1", seed=2, **KW)
+        writer = Collect()
+        model.set_logger(Logger(folder=None, output_formats=[writer]))
+        model.learn(600, log_interval=1)
+        return [(step, loss) for step, loss in writer.rows if loss is not None]
+
+    ref, ours = dumped(DQN), dumped(PlasticDQN)
+    assert len(ref) > 5
+    assert [step for step, _ in ours] == [step for step, _ in ref]
+    for (_, a), (_, b) in zip(ref, ours, strict=True):
+        assert b == pytest.approx(a, rel=1e-6)
