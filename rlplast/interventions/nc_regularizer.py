@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions._nc1_fused import nc1_fused, nc1_penalty
+from rlplast.interventions._nc1_fused import nc1_penalty
 from rlplast.interventions.base import Intervention, register
 from rlplast.metrics.collapse import nc1_quotient
 
@@ -62,7 +62,7 @@ class NCRegularizer(Intervention):
     n_min: int = 2
     """Minimum samples of an action in the batch for it to count as a class (>= 1)."""
 
-    VARIANTS: ClassVar[dict[str, Any]] = {"pinv": nc1_fused, "quotient": nc1_quotient}
+    VARIANTS: ClassVar[tuple[str, ...]] = ("pinv", "quotient")
     _FOLD: ClassVar[int] = 1024
 
     def __post_init__(self) -> None:
