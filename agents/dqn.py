@@ -34,8 +34,8 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, TrainFreq
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, TrainFreq
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from stable_baselines3.common.vec_env.util import dict_to_obs
 from stable_baselines3.dqn import policies as sb3_policies
@@ -154,6 +154,82 @@ class LeanReplayBuffer(ReplayBuffer):
             self.full = True
             self.pos = 0
 
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        """SB3's ``_get_samples`` (same random draws, same values) without its per-field copies.
+
+        Fancy indexing already returns fresh arrays, so on the CPU they become tensors without
+        ``th.tensor``'s second copy. Normalizing environments and the memory-optimized layout go
+        through SB3's code.
+        """
+        if env is not None or self.optimize_memory_usage:
+            return super()._get_samples(batch_inds, env)
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        data = (
+            self.observations[batch_inds, env_indices, :],
+            self.actions[batch_inds, env_indices, :],
+            self.next_observations[batch_inds, env_indices, :],
+            dones.reshape(-1, 1),
+            self.rewards[batch_inds, env_indices].reshape(-1, 1),
+        )
+        if self.device.type == "cpu":
+            return ReplayBufferSamples(*[th.from_numpy(x) for x in data])
+        return ReplayBufferSamples(*[th.as_tensor(x, device=self.device) for x in data])
+
+
+class _DeviceMean:
+    """Running mean of 0-dim tensors with no host transfer and no tensor operation per value.
+
+    Values are kept in a list and summed on their device every :attr:`FOLD` values (and at
+    :meth:`pop`), so a training update adds one ``list.append``.
+    """
+
+    FOLD = 1024
+
+    def __init__(self) -> None:
+        self._values: list[th.Tensor] = []
+        self._sum: th.Tensor | None = None
+        self._count = 0
+
+    def add(self, value: th.Tensor) -> None:
+        self._values.append(value)
+        if len(self._values) >= self.FOLD:
+            self._fold()
+
+    def extend(self, values: Sequence[th.Tensor]) -> None:
+        self._values.extend(values)
+        if len(self._values) >= self.FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        part = th.stack(self._values).sum()
+        self._count += len(self._values)
+        self._values = []
+        self._sum = part if self._sum is None else self._sum + part
+
+    def pop(self) -> float:
+        """The mean since the last call (NaN if nothing was added), then start over (one host transfer)."""
+        if self._values:
+            self._fold()
+        mean = float(self._sum) / self._count if self._sum is not None else float("nan")
+        self._sum, self._count = None, 0
+        return mean
+
+
+def _prefer_foreach(optimizer: th.optim.Optimizer) -> None:
+    """Use torch's multi-tensor (``foreach``) Adam when the user left the implementation open.
+
+    On the CPU torch defaults to the per-parameter loop; the multi-tensor version performs the
+    same operations in the same order on each tensor (bitwise-identical parameters, tested against
+    SB3's DQN) with less dispatch per step. Optimizers other than plain Adam, or an explicit
+    ``foreach``/``fused`` choice in ``optimizer_kwargs``, are left alone.
+    """
+    if type(optimizer) is not th.optim.Adam:
+        return
+    for group in optimizer.param_groups:
+        if group.get("foreach") is None and not group.get("fused") and not group.get("differentiable"):
+            group["foreach"] = True
+
 
 def _lean_vec_env(env: VecEnv) -> VecEnv:
     """Turn the plain ``DummyVecEnv`` at the bottom of ``env``'s wrappers into a :class:`LeanDummyVecEnv`."""
@@ -191,10 +267,8 @@ class PlasticDQN(DQN):
     def __init__(self, *args: Any, interventions: Sequence[Intervention] = (), **kwargs: Any) -> None:
         self.interventions: list[Intervention] = list(interventions)
         self.last_grad_norm: th.Tensor | float = float("nan")
-        self._loss_sum: th.Tensor | float = 0.0
-        self._loss_count = 0
-        self._grad_norm_sum: th.Tensor | float = 0.0
-        self._grad_norm_count = 0
+        self._loss_stats = _DeviceMean()
+        self._grad_norm_stats = _DeviceMean()
         #: Called after every collect-and-train iteration; returning False stops training.
         #: Iteration ends are the points where a checkpoint captures the whole training state.
         self.iteration_end_hook: Callable[[], bool] | None = None
@@ -209,6 +283,7 @@ class PlasticDQN(DQN):
         if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict):
             self.replay_buffer_class = LeanReplayBuffer
         super()._setup_model()
+        _prefer_foreach(self.policy.optimizer)
         space = self.observation_space
         # Greedy actions skip SB3's generic obs_to_tensor for plain (non-image) Box observations.
         self._fast_greedy = isinstance(space, spaces.Box) and not is_image_space(space)
@@ -408,8 +483,7 @@ class PlasticDQN(DQN):
             grad_norm = th.nn.utils.clip_grad_norm_(self._grad_params(), self.max_grad_norm)
             self.policy.optimizer.step()
             self.last_grad_norm = grad_norm  # computed under no_grad: nothing to detach
-            self._grad_norm_sum = self._grad_norm_sum + grad_norm
-            self._grad_norm_count += 1
+            self._grad_norm_stats.add(grad_norm)
 
             self._n_updates += 1
             for intervention in self.interventions:
@@ -418,8 +492,7 @@ class PlasticDQN(DQN):
         if losses:
             # No host transfer per train() call: SB3's "train/loss" (the mean of the last call's
             # losses) is computed when SB3's logger dumps, see dump_logs().
-            self._loss_sum = self._loss_sum + (losses[0] if len(losses) == 1 else th.stack(losses).sum())
-            self._loss_count += len(losses)
+            self._loss_stats.extend(losses)
             self._last_train_losses = losses
             self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
@@ -434,23 +507,13 @@ class PlasticDQN(DQN):
     def pop_train_stats(self) -> dict[str, float]:
         """Mean TD loss and gradient norm since the last call (NaN when no update happened)."""
         stats = {
-            "train/loss": float(self._loss_sum) / self._loss_count if self._loss_count else float("nan"),
-            "train/grad_norm": (
-                float(self._grad_norm_sum) / self._grad_norm_count if self._grad_norm_count else float("nan")
-            ),
+            "train/loss": self._loss_stats.pop(),
+            "train/grad_norm": self._grad_norm_stats.pop(),
             "train/n_updates": float(self._n_updates),
         }
-        self._reset_train_stats()
         for intervention in self.interventions:
             stats.update(intervention.log_values())
         return stats
-
-    def _reset_train_stats(self) -> None:
-        # Sums start as Python floats so they take the device of the first tensor added (no sync).
-        self._loss_sum = 0.0
-        self._loss_count = 0
-        self._grad_norm_sum = 0.0
-        self._grad_norm_count = 0
 
     def notify_task_switch(self, task_id: int) -> None:
         """Run every intervention's task-switch hook (called by the training callback)."""
@@ -464,10 +527,8 @@ class PlasticDQN(DQN):
             *super()._excluded_save_params(),
             "interventions",
             "last_grad_norm",
-            "_grad_norm_sum",
-            "_grad_norm_count",
-            "_loss_sum",
-            "_loss_count",
+            "_grad_norm_stats",
+            "_loss_stats",
             "iteration_end_hook",
             *self._CACHES,
         ]

@@ -14,4 +14,4 @@ PY=${PYTHON:-python}
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('card:', torch.cuda.get_device_name(0), '| torch', torch.__version__)" | tee "$out/card.txt" || exit 1
 "$PY" -m pytest tests/metrics tests/interventions/test_nc1_fused.py -q -p no:cacheprovider 2>&1 | tee "$out/metrics_tests.txt"
 "$PY" benchmarks/metrics_bench.py --device cuda --n 50000 --d 512 --c 2 6 18 2>&1 | tee "$out/metrics_bench_cuda.txt"
-"$PY" benchmarks/train_bench.py --steps 20000 --repeats 1 --variants plastic plastic-cuda 2>&1 | tee "$out/train_cuda_vs_cpu.txt"
+"$PY" benchmarks/train_bench.py --steps 20000 --variants plastic plastic-cuda 2>&1 | tee "$out/train_cuda_vs_cpu.txt"

@@ -43,7 +43,7 @@ def main() -> int:
             "--no-probe",
         ],
         ["metrics_bench.py", "--quick", "--threads", "1"],
-        ["train_bench.py", "--steps", steps, "--repeats", "1" if args.quick else "3"],
+        ["train_bench.py", "--steps", steps],  # variants interleaved in one process
         ["compare_bench.py", "--steps", "3000" if args.quick else "6000"],
     ]
     if not args.quick:

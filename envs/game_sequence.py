@@ -38,7 +38,9 @@ def import_minatar() -> Any:
 class MinAtarGames(gym.Env):
     """Several MinAtar games behind one Gymnasium interface; :meth:`set_game` picks the next one.
 
-    Observations are ``float32`` arrays of shape ``(10, 10, 10)``, channel-first, values in {0, 1}:
+    Observations are ``uint8`` arrays of shape ``(10, 10, 10)``, channel-first, values in {0, 1}
+    (a quarter of float32's replay memory; SB3's preprocessing casts them to float, and as the
+    bounds are not 0..255 they are not treated as images, so nothing is rescaled or transposed):
     a game's ``C`` channels fill channels ``0..C-1`` and the rest stay 0 (SpaceInvaders 6,
     Asterix 4, Seaquest 10, Breakout 4, Freeway 7). Actions are ``Discrete(6)`` over :data:`ACTIONS`;
     an action outside a game's minimal action set is run as ``noop`` (e.g. ``up``/``down`` in
@@ -51,7 +53,7 @@ class MinAtarGames(gym.Env):
         >>> env = MinAtarGames(games=("breakout", "freeway"))
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, obs.dtype, info["game"]
-        ((10, 10, 10), dtype('float32'), 'breakout')
+        ((10, 10, 10), dtype('uint8'), 'breakout')
 
     Args:
         games: MinAtar game names (module names, e.g. ``"space_invaders"``), in task order.
@@ -88,7 +90,7 @@ class MinAtarGames(gym.Env):
             np.array([a if a in e.minimal_action_set() else 0 for a in range(len(ACTIONS))])
             for e in self._envs
         ]
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(N_CHANNELS, 10, 10), dtype=np.float32)
+        self.observation_space = spaces.Box(0, 1, shape=(N_CHANNELS, 10, 10), dtype=np.uint8)
         self.action_space = spaces.Discrete(len(ACTIONS))
         self.game_index = 0
         self._next_game = 0
@@ -104,7 +106,7 @@ class MinAtarGames(gym.Env):
 
     def _obs(self) -> np.ndarray:
         state = self._envs[self.game_index].state()
-        obs = np.zeros((N_CHANNELS, 10, 10), dtype=np.float32)
+        obs = np.zeros((N_CHANNELS, 10, 10), dtype=np.uint8)
         obs[: state.shape[2]] = np.moveaxis(state, 2, 0)
         return obs
 

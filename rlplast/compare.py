@@ -235,11 +235,10 @@ def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run
         ``{"ok": True, "wall_time_s": …, "summary": …}`` or ``{"ok": False, "error": one line, …}``
         (the full traceback is written to ``<run_dir>/error.txt``).
     """
-    import torch
-
+    from rlplast.threads import set_cpu_threads
     from rlplast.train import resume_training, run_training
 
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     start = time.perf_counter()
     try:
         cfg = load_config(config_path, overrides, overlays=[overlay])
@@ -368,20 +367,29 @@ def _run_ray(
             ray.init(num_cpus=max(1, workers), **kwargs)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_one)
-        refs = {}
-        for spec in todo:
-            refs[task.remote(config_path, spec.overlay, spec.overrides, str(spec.run_dir.resolve()))] = spec
+        queue = list(todo)
+        running: dict[Any, RunSpec] = {}
+
+        def submit() -> None:
+            spec = queue.pop(0)
+            ref = task.remote(config_path, spec.overlay, spec.overrides, str(spec.run_dir.resolve()))
+            running[ref] = spec
             on_start(spec)
-        pending = list(refs)
-        while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
+
+        # At most `workers` runs are in flight; the next one is submitted as each finishes.
+        while queue and len(running) < workers:
+            submit()
+        while running:
+            finished, _ = ray.wait(list(running), num_returns=1)
             for ref in finished:
                 try:
                     result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a lost worker or node
                     line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     result = {"ok": False, "error": f"ray task failed: {line}", "wall_time_s": 0.0}
-                on_end(refs[ref], result)
+                on_end(running.pop(ref), result)
+                if queue:
+                    submit()
     finally:
         if started_here:
             ray.shutdown()
@@ -408,7 +416,8 @@ def run_compare(
         seeds: seeds ``0 .. seeds-1``.
         overrides: ``--set`` overrides applied to every run.
         out: the sweep directory (default ``sweeps/<config stem>``).
-        workers: parallel runs (default ``os.cpu_count()``).
+        workers: runs at once (default ``os.cpu_count()``; on a Ray cluster given by ``ray_address``,
+            the default is no cap: Ray schedules the runs by free CPUs).
         backend: ``local`` (process pool) or ``ray``.
         ray_address: address of an existing Ray cluster (``ray`` backend; default: a local one).
         quiet: no progress lines.
@@ -419,6 +428,9 @@ def run_compare(
     """
     if backend not in ("local", "ray"):
         raise UserError(f"--backend: unknown backend '{backend}'; valid: local, ray")
+    # On a Ray cluster without --workers every run is submitted at once (Ray queues them by free
+    # CPUs); everywhere else at most `workers` runs go at once.
+    uncapped = workers is None and backend == "ray" and bool(ray_address)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
@@ -454,7 +466,8 @@ def run_compare(
     if not quiet:
         print(
             f"rlplast compare: {len(specs)} runs ({len(methods)} methods × {seeds} seeds), "
-            f"{result.skipped} already done, {len(todo)} to run on {backend} with {workers} workers; "
+            f"{result.skipped} already done, {len(todo)} to run on {backend} "
+            f"{'(as the cluster allows)' if uncapped else f'with {workers} workers'}; "
             f"sweep directory: {out_dir}",
             file=sys.stderr,
             flush=True,
@@ -475,7 +488,8 @@ def run_compare(
 
     if todo:
         if backend == "ray":
-            _run_ray(str(config_path), todo, workers, ray_address, on_start, on_end)
+            limit = len(todo) if uncapped else workers
+            _run_ray(str(config_path), todo, limit, ray_address, on_start, on_end)
         else:
             _run_local(str(config_path), todo, workers, on_start, on_end)
     result.wall_time_s = time.perf_counter() - start

@@ -69,6 +69,12 @@ class AgentConfig:
     features_extractor: str | None = _f(
         None, "features extractor: null (SB3 default) or minatar_cnn", choices=[None, "minatar_cnn"]
     )
+    optimizer_impl: str = _f(
+        "foreach",
+        "Adam kernels: foreach (multi-tensor; the same updates as SB3's default, bit for bit) or "
+        "fused (one fused kernel per step; faster, updates differ from SB3's in the last bits)",
+        choices=["foreach", "fused"],
+    )
 
 
 @dataclass
@@ -79,7 +85,9 @@ class TrainConfig:
     seed: int = _f(0, "random seed (Python, NumPy, torch, env)", min=0)
     device: str = _f("auto", "torch device", choices=["auto", "cpu", "cuda"])
     log_every_steps: int = _f(1000, "env steps between rows of metrics.csv / TensorBoard points", min=1)
-    torch_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest for small nets", min=0)
+    torch_threads: int = _f(
+        1, "CPU threads of torch and NumPy's BLAS (0 = their defaults); 1 is fastest for small nets", min=0
+    )
     progress: bool = _f(True, "show a progress bar (only on a terminal)")
     on_nonfinite: str = _f(
         "stop",

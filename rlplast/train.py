@@ -22,6 +22,7 @@ from stable_baselines3.common.logger import Logger
 from rlplast.config import Config, dump_config
 from rlplast.errors import TrainingStopped, UserError
 from rlplast.io import atomic_write_json, atomic_write_text
+from rlplast.threads import set_cpu_threads
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -64,17 +65,36 @@ def policy_kwargs(cfg: Config) -> dict[str, Any]:
         from rlplast.agents.minatar_cnn import MinAtarCNN
 
         kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
+    # foreach is PlasticDQN's own default for Adam (bitwise equal to SB3's per-tensor loop).
+    kwargs["optimizer_kwargs"] = {"fused": True} if cfg.agent.optimizer_impl == "fused" else {"foreach": True}
     return kwargs
 
 
 def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
     """A PlasticDQN with the configured hyperparameters and interventions."""
-    from rlplast.agents import PlasticDQN
     from rlplast.interventions.base import build_intervention
 
     interventions = [build_intervention(dict(spec)) for spec in cfg.interventions]
     a = cfg.agent
-    model = PlasticDQN(
+    try:
+        model = _plastic_dqn(cfg, env, device, interventions)
+    except RuntimeError as exc:
+        if a.optimizer_impl != "fused":
+            raise
+        raise UserError(
+            f"agent.optimizer_impl: fused Adam is not available with torch {torch.__version__} on "
+            f"{device} ({str(exc).splitlines()[0]}); use foreach"
+        ) from None
+    # rlplast writes its own logs (RunLogger); SB3's logger records nothing anywhere.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+def _plastic_dqn(cfg: Config, env: gym.Env, device: str, interventions: list[Any]) -> Any:
+    from rlplast.agents import PlasticDQN
+
+    a = cfg.agent
+    return PlasticDQN(
         a.policy,
         env,
         interventions=interventions,
@@ -98,9 +118,6 @@ def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
         device=device,
         verbose=0,
     )
-    # rlplast writes its own logs (RunLogger); SB3's logger records nothing anywhere.
-    model.set_logger(Logger(folder=None, output_formats=[]))
-    return model
 
 
 def default_run_dir(cfg: Config, config_path: str | Path | None, method: str | None = None) -> Path:
@@ -166,8 +183,7 @@ def run_training(
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
-    if cfg.train.torch_threads:
-        torch.set_num_threads(cfg.train.torch_threads)
+    set_cpu_threads(cfg.train.torch_threads)
     device = resolve_device(cfg.train.device)
     env = make_env(cfg)
     model = build_model(cfg, env, device)
@@ -198,8 +214,7 @@ def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
         raise UserError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
     cfg = load_config(run_dir / "config.yaml")
     payload, path = load_latest(run_dir / "checkpoints")
-    if cfg.train.torch_threads:
-        torch.set_num_threads(cfg.train.torch_threads)
+    set_cpu_threads(cfg.train.torch_threads)
     step = int(payload["step"])
     model = payload["model"]
     callback = _make_callback(cfg, run_dir, None, quiet)

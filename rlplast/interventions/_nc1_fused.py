@@ -107,6 +107,13 @@ def _core_numpy(
     structural null direction of ``G`` is its smallest eigenpair, and only samples of dropped classes
     need zeroing.
     """
+    if num_classes == 2:  # every two-action env: no one-hot matrix, no class-mean matrix
+        w1 = labels.reshape(-1).astype(np.float64)
+        n1 = float(w1.sum())
+        n0 = float(len(w1)) - n1
+        if min(n0, n1) < max(int(n_min), 1):
+            return _undefined(h, need_grad)
+        return _two_classes(h, 1.0 - w1, w1, n0, n1, None, float(np.vdot(h, h)), need_grad)
     onehot = labels.reshape(-1, 1) == np.arange(num_classes)
     counts = onehot.sum(0)
     kept = np.flatnonzero(counts >= max(int(n_min), 1))
@@ -118,16 +125,18 @@ def _core_numpy(
         onehot, counts = onehot[:, kept], counts[kept]
     y = onehot.astype(np.float64)
     n = float(counts.sum())
-    means = (y.T @ h) / counts[:, None]
-    r = h - y @ means
     if not all_kept:
         sample_keep = y.sum(1)
-        r *= sample_keep[:, None]
         sq_norms = float(sample_keep @ (h * h).sum(1))
     else:
         sq_norms = float(np.vdot(h, h))
     if c == 2:
-        return _two_classes(h, r, y, means, counts, n, sq_norms, need_grad)
+        n0, n1 = float(counts[0]), float(counts[1])
+        return _two_classes(h, y[:, 0], y[:, 1], n0, n1, sample_keep, sq_norms, need_grad)
+    means = (y.T @ h) / counts[:, None]
+    r = h - y @ means
+    if not all_kept:
+        r *= sample_keep[:, None]
     mt = means - means.sum(0) * (1.0 / c)
     gram = (mt @ mt.T) / c
     if not np.isfinite(gram).all():
@@ -170,37 +179,46 @@ def _expand(factors: _Factors, scale: float, dtype: torch.dtype) -> Tensor:
 
 def _two_classes(
     h: np.ndarray,
-    r: np.ndarray,
-    y: np.ndarray,
-    means: np.ndarray,
-    counts: np.ndarray,
-    n: float,
+    w0: np.ndarray,
+    w1: np.ndarray,
+    n0: float,
+    n1: float,
+    keep: np.ndarray | None,
     sq_norms: float,
     need_grad: bool,
 ) -> tuple[float, _Factors | None]:
     """Two kept classes (every two-action env): ``Σ_B`` has rank one and everything is closed-form.
 
-    With ``d = μ₁ − μ₀``, ``δ = ‖d‖²``, ``s_i = r_iᵀd`` and ``S = Σ s_i²``: ``Σ_B = ddᵀ/4``,
+    ``w0``/``w1`` are the 0/1 indicators of the two kept classes (``keep = w0 + w1``, None when no
+    sample is dropped). With ``d = μ₁ − μ₀``, ``δ = ‖d‖²``, ``s_i = r_iᵀd`` (the projection ``h_iᵀd``
+    centred within its class; 0 for dropped samples) and ``S = Σ s_i²``: ``Σ_B = ddᵀ/4``,
     ``Σ_B⁺ = 4ddᵀ/δ²`` and ``NC1 = 2S/(nδ²)``. Its gradient, ``σ_i = 1/n₁`` for class 1, ``−1/n₀``
     for class 0 (``∂d/∂h_i``) and 0 for dropped samples, is
 
         ∂NC1/∂h_i = 4/(nδ²) · [ s_i d + σ_i (Rᵀs − 2S d/δ) ]
 
-    (the residuals' dependence on the means cancels because ``Σ_{i∈c} s_i = 0``).
+    (the residuals' dependence on the means cancels because ``Σ_{i∈c} s_i = 0``, which also gives
+    ``Rᵀs = Hᵀs``). No ``N×D`` array is formed: about twenty NumPy calls on vectors.
     """
-    d = means[1] - means[0]
+    mu0 = (w0 @ h) / n0
+    d = (w1 @ h) / n1 - mu0
     delta = float(d @ d)
+    n = n0 + n1
     # Zero-scatter rule of the general path: λ_max(Σ_B) = δ/4 against the mean squared norm.
     if not (math.isfinite(delta) and delta / 4.0 > _ZERO_SCATTER_RTOL * sq_norms / n):
         return _undefined(h, need_grad)
-    s = r @ d
+    p = h @ d
+    m0 = float(w0 @ p) / n0
+    s = p - m0 - w1 * (float(w1 @ p) / n1 - m0)
+    if keep is not None:
+        s *= keep
     big_s = float(s @ s)
     scale = 4.0 / (n * delta * delta)
     value = 0.5 * scale * big_s
     if not need_grad:
         return value, None
-    sigma = y @ np.array([-1.0 / counts[0], 1.0 / counts[1]])
-    g_d = r.T @ s - (2.0 * big_s / delta) * d
+    sigma = w1 * (1.0 / n1) - w0 * (1.0 / n0)
+    g_d = h.T @ s - (2.0 * big_s / delta) * d
     return value, (np.stack([s, sigma], 1), scale * np.stack([d, g_d]))
 
 
@@ -241,12 +259,47 @@ def nc1_value_and_grad(
     return _core_torch(h.detach().to(torch.float64), labels, num_classes, n_min, need_grad)
 
 
-class _NC1Penalty(torch.autograd.Function):
-    """``(out, NC1)`` with ``out = NC1`` (``coef=None``) or ``−coef·min(NC1, cap)``; grad via ``out``.
+def _penalty_parts(
+    h: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    n_min: int,
+    coef: float | None,
+    cap: float,
+    backend: str,
+    need_grad: bool,
+) -> tuple[float | Tensor, float | Tensor, Tensor | None]:
+    """``(out, NC1, ∂out/∂h)`` with ``out = NC1`` (``coef=None``) or ``−coef·min(NC1, cap)``.
 
-    Where NC1 is not finite (undefined batch, diverged features) ``out`` is NaN (plain NC1) or 0 (the
-    penalty) and the gradient is 0; above the cap the penalty's gradient is 0.
+    Where NC1 is not finite ``out`` is NaN (plain NC1) or 0 (the penalty) and the gradient is 0;
+    above the cap the penalty's gradient is 0. The NumPy path returns Python floats and ``None``
+    for a zero gradient (no torch arithmetic at all); the torch path returns 0-dim tensors and a
+    gradient tensor (zeros where it is 0: no branch on device values). The gradient has ``h``'s dtype.
     """
+    if _use_numpy(h, backend):
+        with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
+            value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+        ok = math.isfinite(value)
+        if coef is None:
+            out, factor = value, float(ok)
+        else:
+            out = -coef * min(value, cap) if ok else 0.0
+            factor = -coef if ok and value <= cap else 0.0
+        if factors is None or factor == 0.0:
+            return out, value, None
+        return out, value, _expand(factors, factor, h.dtype)
+    value_t, grad = nc1_value_and_grad(h, labels, num_classes, n_min, need_grad, backend)
+    ok_t = torch.isfinite(value_t)
+    if coef is None:
+        out_t, factor_t = value_t.clone(), ok_t.to(torch.float64)
+    else:
+        out_t = torch.where(ok_t, torch.clamp(value_t, max=cap) * -coef, 0.0).to(h.dtype)
+        factor_t = torch.where(ok_t & (value_t <= cap), -coef, 0.0)
+    return out_t, value_t, None if grad is None else (grad * factor_t).to(h.dtype)
+
+
+class _NC1Penalty(torch.autograd.Function):
+    """``(out, NC1)`` of :func:`_penalty_parts` as one autograd node (the gradient flows via ``out``)."""
 
     @staticmethod
     def forward(
@@ -260,33 +313,14 @@ class _NC1Penalty(torch.autograd.Function):
         backend: str,
     ) -> tuple[Tensor, Tensor]:
         need_grad = ctx.needs_input_grad[0]
+        out, value, grad = _penalty_parts(h, labels, num_classes, n_min, coef, cap, backend, need_grad)
         out_dtype = torch.float64 if coef is None else h.dtype
-        if _use_numpy(h, backend):
-            # Scalars stay Python floats: two tensors are made, no torch arithmetic.
-            with np.errstate(all="ignore"):
-                value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
-            ok = math.isfinite(value)
-            if coef is None:
-                out_v, factor = value, float(ok)
-            else:
-                out_v = -coef * min(value, cap) if ok else 0.0
-                factor = -coef if ok and value <= cap else 0.0
-            out = torch.tensor(out_v, dtype=out_dtype)
-            value_t = torch.tensor(value, dtype=torch.float64)
-            if factors is not None:
-                ctx.save_for_backward(_expand(factors, factor, h.dtype))
-        else:
-            value_t, grad = nc1_value_and_grad(h, labels, num_classes, n_min, need_grad, backend)
-            ok_t = torch.isfinite(value_t)
-            if coef is None:
-                out, factor_t = value_t.clone(), ok_t.to(torch.float64)
-            else:
-                out = torch.where(ok_t, torch.clamp(value_t, max=cap) * -coef, 0.0).to(out_dtype)
-                factor_t = torch.where(ok_t & (value_t <= cap), -coef, 0.0)
-            if grad is not None:
-                ctx.save_for_backward((grad * factor_t).to(h.dtype))
+        out_t = torch.as_tensor(out, dtype=out_dtype)
+        value_t = torch.as_tensor(value, dtype=torch.float64)
+        if need_grad:
+            ctx.save_for_backward(torch.zeros_like(h) if grad is None else grad)
         ctx.mark_non_differentiable(value_t)
-        return out, value_t
+        return out_t, value_t
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, _grad_value: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -332,3 +366,29 @@ def nc1_penalty(
     return _NC1Penalty.apply(
         features.flatten(1), labels, num_classes, n_min, float(coef), float(cap), backend
     )
+
+
+def nc1_penalty_grad(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    n_min: int,
+    coef: float,
+    cap: float,
+    backend: str = "auto",
+) -> tuple[float | Tensor, Tensor | None]:
+    """NC1 and the gradient of :func:`nc1_penalty`'s term, without building any autograd graph.
+
+    For callers that add the gradient to ``features``' own gradient (a tensor hook) instead of adding
+    the term to a loss: the same update at a fraction of the per-step cost, since nothing is
+    recorded for autograd and no extra backward node runs.
+
+    Returns:
+        ``(nc1, grad)``: NC1 as a Python float (CPU tensors, NumPy backend) or a 0-dim float64 tensor
+        on the features' device (NaN where undefined), and ``∂term/∂features`` in ``features``'
+        dtype and shape, or None where it is exactly zero (NumPy backend only; the torch backend
+        returns zeros rather than branch on device values).
+    """
+    h = features.detach().flatten(1)
+    _, value, grad = _penalty_parts(h, labels, num_classes, n_min, float(coef), float(cap), backend, True)
+    return value, None if grad is None else grad.view_as(features)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions._nc1_fused import nc1_penalty
+from rlplast.interventions._nc1_fused import nc1_penalty, nc1_penalty_grad
 from rlplast.interventions.base import Intervention, register
 from rlplast.metrics.collapse import nc1_quotient
 
@@ -82,7 +82,7 @@ class NCRegularizer(Intervention):
         # Batch NC1 values (0-dim, NaN when undefined) since the last log, so an update adds no
         # bookkeeping operations; every _FOLD values they are reduced on the device into
         # _folded = [Σ term, Σ valid NC1, #valid, #batches] (no host sync), the rest at log time.
-        self._values: list[torch.Tensor] = []
+        self._values: list[float | torch.Tensor] = []
         self._folded: torch.Tensor | None = None
 
     def setup(self, model: PlasticDQN) -> None:
@@ -108,18 +108,41 @@ class NCRegularizer(Intervention):
             # NaN (undefined) -> 0 with zero gradient; above the cap the clamp's gradient is 0.
             safe = torch.nan_to_num(value, nan=0.0)
             term = (torch.clamp(safe, max=self.cap) * -self.coef).to(features.dtype)
-        self._values.append(value.detach())
+        self._record(value.detach())
+        return term
+
+    def _record(self, value: float | torch.Tensor) -> None:
+        self._values.append(value)
         if len(self._values) >= self._FOLD:
             self._fold()
-        return term
 
     def loss(
         self, batch: ReplayBufferSamples, features: torch.Tensor, q_values: torch.Tensor
     ) -> torch.Tensor | None:
-        return self.term(features, batch.actions, self.num_classes or q_values.shape[1])
+        """The term's gradient, added to the features' gradient by a tensor hook (``pinv``).
+
+        The term's *value* never enters the TD loss that is logged, so for ``variant=pinv`` nothing is
+        added to the loss graph: the closed-form ``∂term/∂features`` is computed here and a hook on
+        ``features`` adds it during ``backward()`` — the same parameter update as adding
+        :meth:`term` to the loss (tested), without an autograd node, a loss addition or a
+        gradient accumulation per step. ``variant=quotient`` returns :meth:`term`.
+        """
+        num_classes = self.num_classes or q_values.shape[1]
+        if self.variant != "pinv" or not features.requires_grad:
+            return self.term(features, batch.actions, num_classes)
+        value, grad = nc1_penalty_grad(
+            features, batch.actions.reshape(-1), num_classes, self.n_min, self.coef, self.cap
+        )
+        self._record(value)
+        if grad is not None:
+            features.register_hook(lambda g: g + grad)
+        return None
 
     def _fold(self) -> None:
-        values = torch.stack(self._values).to(torch.float64)
+        if any(isinstance(v, float) for v in self._values):  # the NumPy path (CPU): plain floats
+            values = torch.tensor([float(v) for v in self._values], dtype=torch.float64)
+        else:
+            values = torch.stack(self._values).to(torch.float64)  # type: ignore[arg-type]
         self._values = []
         valid = torch.isfinite(values)
         safe = torch.where(valid, values, torch.zeros_like(values))

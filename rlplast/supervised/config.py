@@ -103,7 +103,7 @@ class SupervisedConfig:
     test_fraction: float = _f(
         0.0, "held-out fraction (stratified, seeded); warm_start needs > 0", min=0.0, max=0.9
     )
-    torch_threads: int = _f(1, "torch CPU threads (0 = torch's default)", min=0)
+    torch_threads: int = _f(1, "CPU threads of torch and NumPy's BLAS (0 = their defaults)", min=0)
     regularizer: RegularizerConfig = field(
         default_factory=RegularizerConfig, metadata={"help": "NC regularizer"}
     )

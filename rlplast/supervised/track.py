@@ -53,6 +53,7 @@ from rlplast.supervised.data import (
     warmup_indices,
 )
 from rlplast.supervised.model import MLP, build_mlp, sgd_minibatch, sgd_online_single, shrink_perturb
+from rlplast.threads import set_cpu_threads
 
 __all__ = [
     "NC_KEYS",
@@ -175,8 +176,7 @@ def run_continual(cfg: SupervisedConfig, progress: Progress | None = _stderr) ->
         :data:`PLASTICITY_KEYS`. ``test_acc`` is NaN without a held-out split, ``nc1_batch`` (mean
         minibatch NC1 seen by the regularizer) NaN without the regularizer.
     """
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    set_cpu_threads(cfg.torch_threads)
     train, test = _data(cfg)
     sizes = [train.x.shape[1], *cfg.hidden, NUM_CLASSES]
     net = build_mlp(sizes, torch_seed_for(cfg.seed, _TAG_INIT))
@@ -241,8 +241,7 @@ def run_warm_start(cfg: SupervisedConfig, progress: Progress | None = _stderr) -
         final_train_acc, shrink_perturbed`` and every NC / plasticity key
         (computed on the warm-up data at the checkpoint).
     """
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    set_cpu_threads(cfg.torch_threads)
     train, test = _data(cfg)
     assert test is not None  # the config validation requires test_fraction > 0
     ws = cfg.warm_start

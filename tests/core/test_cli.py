@@ -155,6 +155,7 @@ def test_console_script_reports_without_traceback(tmp_path):
                 "net_arch",
                 "activation",
                 "features_extractor",
+                "optimizer_impl",
             ]
         )
     )

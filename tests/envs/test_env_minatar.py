@@ -18,10 +18,10 @@ from rlplast.envs.game_sequence import GameSequence, MinAtarGames  # noqa: E402
 
 def test_observation_and_action_interface():
     env = gym.make("rlplast/MinAtarSequence-v0")
-    assert env.observation_space == gym.spaces.Box(0.0, 1.0, (10, 10, 10), np.float32)
+    assert env.observation_space == gym.spaces.Box(0, 1, (10, 10, 10), np.uint8)
     assert env.action_space == gym.spaces.Discrete(6)
     obs, info = env.reset(seed=0)
-    assert obs.shape == (10, 10, 10) and obs.dtype == np.float32
+    assert obs.shape == (10, 10, 10) and obs.dtype == np.uint8
     assert info["task_id"] == 0 and info["game"] == "space_invaders"
     assert set(np.unique(obs)) <= {0.0, 1.0}
     assert not obs[6:].any()  # SpaceInvaders has 6 channels, the rest is padding
@@ -105,3 +105,38 @@ def test_minatar_cnn_trains_dqn_on_the_sequence():
     extractor = model.q_net.features_extractor
     assert isinstance(extractor, MinAtarCNN) and extractor.features_dim == 128
     assert model.get_env().env_method("schedule_state")[0]["step"] == 300
+
+
+def test_uint8_observations_train_exactly_like_float32_ones():
+    """The compact observations change memory only: the same run with float32 copies of them gives
+    bitwise-identical parameters, and the replay buffer is a quarter of the size."""
+    import torch
+
+    from rlplast.agents import PlasticDQN
+    from rlplast.agents.minatar_cnn import MinAtarCNN
+
+    def run(as_float: bool) -> PlasticDQN:
+        env = gym.make("rlplast/MinAtarSequence-v0", steps_per_task=150)
+        if as_float:
+            space = gym.spaces.Box(0.0, 1.0, (10, 10, 10), np.float32)
+            env = gym.wrappers.TransformObservation(env, lambda o: o.astype(np.float32), space)
+        model = PlasticDQN(
+            "CnnPolicy",
+            env,
+            learning_starts=64,
+            buffer_size=1_000,
+            batch_size=32,
+            train_freq=4,
+            seed=1,
+            policy_kwargs=dict(features_extractor_class=MinAtarCNN, normalize_images=False, net_arch=[32]),
+        )
+        return model.learn(400)
+
+    compact, wide = run(False), run(True)
+    assert compact.replay_buffer.observations.dtype == np.uint8
+    assert wide.replay_buffer.observations.dtype == np.float32
+    assert compact.replay_buffer.observations.nbytes * 4 == wide.replay_buffer.observations.nbytes
+    np.testing.assert_array_equal(compact.replay_buffer.observations, wide.replay_buffer.observations)
+    assert compact._n_updates == wide._n_updates > 0
+    for a, b in zip(compact.q_net.parameters(), wide.q_net.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -134,3 +134,60 @@ def test_logged_means_survive_on_device_folding(monkeypatch):
     expected_loss = sum(-0.1 * min(v, 1.0) for v in finite) / len(values)
     assert logged["train/nc_reg_loss"] == pytest.approx(expected_loss, rel=1e-9)
     assert reg.skipped_total == 1
+
+
+def _grads_after(reg, head, body, x, actions, targets, via_hook: bool) -> list[torch.Tensor]:
+    """Parameter gradients of one DQN-like step: TD loss plus the regularizer, either way."""
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    for p in [*body.parameters(), *head.parameters()]:
+        p.grad = None
+    h = body(x)
+    q = head(h)
+    loss = F.smooth_l1_loss(q.gather(1, actions), targets)
+    if via_hook:
+        batch = ReplayBufferSamples(x, actions, x, torch.zeros_like(targets), targets)
+        assert reg.loss(batch, h, q) is None  # nothing is added to the loss graph
+    else:
+        loss = loss + reg.term(h, actions, q.shape[1])
+    loss.backward()
+    return [p.grad.clone() for p in [*body.parameters(), *head.parameters()]]
+
+
+@pytest.mark.parametrize(
+    ("num_actions", "cap", "spread"),
+    [(2, 200.0, 1.0), (4, 200.0, 1.0), (2, 1e-3, 1.0), (2, 200.0, 0.0)],
+    ids=["two_actions", "four_actions", "above_cap", "undefined_batch"],
+)
+def test_training_hook_gives_the_same_update_as_adding_the_term(num_actions, cap, spread):
+    """loss() adds ∂term/∂features through a hook: the gradients equal those of loss + term()."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU())
+    head = nn.Linear(8, num_actions)
+    g = torch.Generator().manual_seed(1)
+    x = spread * torch.randn(64, 6, generator=g)
+    actions = torch.randint(0, num_actions, (64, 1), generator=g)
+    targets = torch.randn(64, 1, generator=g)
+    regs = [build_intervention({"name": "nc_regularizer", "coef": 0.5, "cap": cap}) for _ in range(2)]
+    plain = [
+        p.clone()
+        for p in _grads_after(
+            build_intervention({"name": "nc_regularizer", "coef": 0.0}),
+            head,
+            body,
+            x,
+            actions,
+            targets,
+            False,
+        )
+    ]
+    hooked = _grads_after(regs[0], head, body, x, actions, targets, True)
+    added = _grads_after(regs[1], head, body, x, actions, targets, False)
+    for a, b in zip(hooked, added, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    regularizer_acts = any(not torch.allclose(a, b) for a, b in zip(hooked, plain, strict=True))
+    assert regularizer_acts is (cap > 1.0 and spread > 0.0)  # the comparison can fail
+    logged_hook, logged_term = regs[0].log_values(), regs[1].log_values()
+    assert logged_hook.keys() == logged_term.keys()
+    for key, value in logged_hook.items():
+        assert value == pytest.approx(logged_term[key], rel=1e-9, nan_ok=True), key

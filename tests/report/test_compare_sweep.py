@@ -180,13 +180,15 @@ def test_ray_backend_missing_is_a_user_error(setup: Path, monkeypatch, capsys):
     assert not (setup / "o").exists()
 
 
-def test_ray_backend_runs_a_tiny_sweep(setup: Path):
+def test_ray_backend_runs_a_tiny_sweep_with_at_most_workers_at_once(setup: Path):
     pytest.importorskip("ray")
     out = setup / "sweep"
-    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "2"]
+    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "1"]
     assert main([*args, "--backend", "ray", "--out", str(out), "--quiet", *_overrides(metrics=False)]) == 0
     runs = read_manifest(out)["runs"]
     assert {n: e["state"] for n, e in runs.items()} == {"vanilla-s0": "done", "vanilla-s1": "done"}
+    # --workers 1: the second run is submitted only once the first has finished.
+    assert runs["vanilla-s1"]["started"] >= runs["vanilla-s0"]["finished"] > runs["vanilla-s0"]["started"]
     assert (out / "runs" / "vanilla-s1" / "summary.json").is_file()
     assert "No metrics" in (out / "report" / "report.md").read_text()
 
