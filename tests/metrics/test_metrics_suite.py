@@ -121,6 +121,44 @@ def test_probe_plasticity_leaves_network_and_rng_alone():
     assert all(torch.equal(res[k], res2[k]) for k in res)  # deterministic given the seed
 
 
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh])
+def test_probe_fits_run_together_with_the_same_results_as_one_after_the_other(act, monkeypatch):
+    from rlplast.metrics import probe as probe_module
+
+    q = make_qnet(arch=(16, 8), act=act, seed=4)
+    obs = torch.randn(256, 6)
+    assert probe_module._stackable(q)
+    calls = []
+    monkeypatch.setattr(probe_module, "_fit_together", _spy(probe_module._fit_together, calls))
+    together = probe_plasticity(q, obs, steps=60, batch_size=32, seed=5)
+    apart = probe_plasticity(q, obs, steps=60, batch_size=32, seed=5, together=False)
+    assert len(calls) == 1  # the stacked path ran once (and only for together=True)
+    for key in together:
+        assert float(together[key]) == pytest.approx(float(apart[key]), rel=1e-5), key
+    assert float(together["probe_loss"]) != float(together["probe_loss_fresh"])  # two different fits
+
+
+def test_probe_fits_networks_that_cannot_be_stacked_one_after_the_other(monkeypatch):
+    from rlplast.metrics import probe as probe_module
+
+    cnn = TinyCnnQ()
+    assert not probe_module._stackable(cnn)
+    q = make_qnet()
+    q.q_net.insert(1, nn.LayerNorm(32))  # a layer with parameters between the linears
+    assert not probe_module._stackable(q)
+    monkeypatch.setattr(probe_module, "_fit_together", _spy(probe_module._fit_together, calls := []))
+    res = probe_plasticity(q, torch.randn(64, 6), steps=5, batch_size=16, seed=1)
+    assert calls == [] and all(math.isfinite(float(v)) for v in res.values())
+
+
+def _spy(fn, calls):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def test_probe_training_reduces_loss():
     q = make_qnet(seed=1)
     obs = torch.randn(64, 6)
