@@ -84,13 +84,14 @@ def _fit_together(nets: list[nn.Module], obs: Tensor, targets: Tensor, idx: Tens
     exactly its own network's gradient, and Adam is elementwise, so each slice follows its own fit.
     Returns the final full-batch losses, one per network (float64).
     """
-    heads = [net.q_net for net in nets]  # type: ignore[union-attr]
+    heads: list[nn.Sequential] = [net.q_net for net in nets]  # type: ignore[misc]
     layers = list(heads[0])
     weights, biases = [], []
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Linear):
-            w = torch.stack([h[i].weight.detach() for h in heads]).transpose(1, 2).contiguous()
-            b = torch.stack([h[i].bias.detach() for h in heads])[:, None, :].contiguous()
+            linears: list[nn.Linear] = [h[i] for h in heads]  # type: ignore[misc]
+            w = torch.stack([m.weight.detach() for m in linears]).transpose(1, 2).contiguous()
+            b = torch.stack([m.bias.detach() for m in linears])[:, None, :].contiguous()
             weights.append(w.requires_grad_(True))
             biases.append(b.requires_grad_(True))
     opt = _adam(weights + biases, lr)
