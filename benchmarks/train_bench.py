@@ -100,6 +100,7 @@ class Clock:
     def begin(self) -> None:
         if self.chunk:
             self._yield()  # built: wait for the first turn
+        _sync_cuda()
         self._t0 = time.perf_counter()
 
     def tick(self, num_timesteps: int) -> None:
@@ -108,12 +109,14 @@ class Clock:
                 self.next_pause += self.chunk or math.inf
             self._stop(num_timesteps)
             self._yield()
+            _sync_cuda()
             self._t0 = time.perf_counter()
 
     def end(self, num_timesteps: int) -> None:
         self._stop(num_timesteps)
 
     def _stop(self, num_timesteps: int) -> None:
+        _sync_cuda()  # queued GPU work belongs to this turn, not to the next variant's
         dt = time.perf_counter() - self._t0
         self.elapsed += dt
         if num_timesteps > self._steps0:  # a turn that ran no env step (the end) is not a sample
@@ -124,6 +127,12 @@ class Clock:
         self.yielded.set()
         self.go.wait()
         self.go.clear()
+
+
+def _sync_cuda() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 _LOCAL = threading.local()
