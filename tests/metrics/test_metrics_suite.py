@@ -121,12 +121,13 @@ def test_probe_plasticity_leaves_network_and_rng_alone():
     assert all(torch.equal(res[k], res2[k]) for k in res)  # deterministic given the seed
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh])
-def test_probe_fits_run_together_with_the_same_results_as_one_after_the_other(act, monkeypatch):
+def test_probe_fits_run_together_with_the_same_results_as_one_after_the_other(act, device, monkeypatch):
     from rlplast.metrics import probe as probe_module
 
-    q = make_qnet(arch=(16, 8), act=act, seed=4)
-    obs = torch.randn(256, 6)
+    q = make_qnet(arch=(16, 8), act=act, seed=4).to(device)
+    obs = torch.randn(256, 6).to(device)
     assert probe_module._stackable(q)
     calls = []
     monkeypatch.setattr(probe_module, "_fit_together", _spy(probe_module._fit_together, calls))
