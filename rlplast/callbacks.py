@@ -33,9 +33,12 @@ class MetricsProbe:
     that drives exploration and replay sampling: training is identical with and without metrics.
     Probe plasticity (hundreds of gradient steps) runs only every ``probe_every_steps``; the other
     selected metrics run every ``every_steps``.
+
+    Why some values are NaN (e.g. fewer than two action classes) is noted once per run: kept in
+    :attr:`reported` (and in ``summary.json`` as ``notes``) and, with ``echo``, printed to stderr.
     """
 
-    def __init__(self, cfg: MetricsConfig, seed: int) -> None:
+    def __init__(self, cfg: MetricsConfig, seed: int, echo: bool = True) -> None:
         from rlplast.metrics import MetricSuite
 
         # The probe's seed must differ from the training seed: with the same seed its "fresh" target
@@ -56,6 +59,7 @@ class MetricsProbe:
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.init_params: list[torch.Tensor] | None = None
         self.reported: set[str] = set()
+        self.echo = echo
 
     def snapshot_init(self, model: Any) -> None:
         self.init_params = [p.detach().clone() for p in model.q_net.parameters()]
@@ -77,7 +81,8 @@ class MetricsProbe:
         for reason in suite.nan_reasons:
             if reason not in self.reported:
                 self.reported.add(reason)
-                print(f"rlplast: metrics: {reason} (reported once)", file=sys.stderr)
+                if self.echo:
+                    print(f"rlplast: metrics: {reason} (reported once)", file=sys.stderr)
         return values
 
 
@@ -158,6 +163,7 @@ class TrainingCallback(BaseCallback):
         if self.metrics is not None:
             state["metrics_rng"] = self.metrics.rng.bit_generator.state
             state["metrics_init_params"] = self.metrics.init_params
+            state["metrics_notes"] = sorted(self.metrics.reported)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -166,6 +172,7 @@ class TrainingCallback(BaseCallback):
         if self.metrics is not None:
             self.metrics.rng.bit_generator.state = state["metrics_rng"]
             self.metrics.init_params = state["metrics_init_params"]
+            self.metrics.reported = set(state.get("metrics_notes", ()))  # older checkpoints: none
         self.resumed = True
 
     def elapsed(self) -> float:

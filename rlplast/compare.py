@@ -473,6 +473,8 @@ def run_compare(
             flush=True,
         )
 
+    notes: dict[str, list[str]] = {}  # note -> runs that reported it (workers run quietly)
+
     def on_start(spec: RunSpec) -> None:
         manifest.set(spec, "running", started=_now())
 
@@ -481,6 +483,8 @@ def run_compare(
         if res.get("ok"):
             manifest.set(spec, "done", error=None, wall_time_s=wall, finished=_now())
             result.done += 1
+            for note in (res.get("summary") or {}).get("notes", []):
+                notes.setdefault(note, []).append(spec.name)
         else:
             manifest.set(spec, "failed", error=res.get("error"), wall_time_s=wall, finished=_now())
             result.failed.append(spec.name)
@@ -493,6 +497,9 @@ def run_compare(
         else:
             _run_local(str(config_path), todo, workers, on_start, on_end)
     result.wall_time_s = time.perf_counter() - start
+    for note, names in notes.items():
+        if not quiet:
+            print(f"rlplast compare: note from {len(names)} of {len(todo)} runs: {note}", file=sys.stderr)
 
     if report and any(e.get("state") == "done" for e in manifest.runs.values()):
         from rlplast.report import write_report

@@ -231,7 +231,7 @@ def _make_callback(cfg: Config, run_dir: Path, run_logger: Any, quiet: bool) -> 
 
     metrics = None
     if cfg.metrics.enabled:
-        metrics = MetricsProbe(cfg.metrics, seed=cfg.train.seed)
+        metrics = MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=not quiet)
     return TrainingCallback(
         run_logger,
         run_dir,
@@ -311,6 +311,8 @@ def _train(cfg: Config, model: Any, callback: Any, run_dir: Path) -> dict[str, A
         "device": str(model.device),
         "env": cfg.env.id,
         "interventions": [spec.get("name") for spec in cfg.interventions],
+        # Why some metric values are NaN, once each ("metrics: ..."), e.g. fewer than 2 action classes.
+        "notes": [f"metrics: {n}" for n in sorted(callback.metrics.reported)] if callback.metrics else [],
         "versions": package_versions(),
     }
     atomic_write_json(run_dir / "summary.json", summary)

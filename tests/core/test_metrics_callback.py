@@ -68,3 +68,18 @@ def test_probe_targets_are_not_the_agents_own_initialisation():
     values = probe.compute(model, with_probe=True)
     assert values["plasticity/probe_loss"] > 1e-8
     assert values["plasticity/distance_from_init"] == 0.0
+
+
+def test_nan_notes_are_printed_once_unless_quiet_and_kept_in_the_summary(tmp_path, capsys):
+    import json
+
+    overrides = [*tiny_overrides(400, metrics=True), "metrics.n_min=100000", "output.tensorboard=false"]
+    cfg = load_config(REPO / "configs/cartpole.yaml", overrides)
+    loud = run_training(cfg, tmp_path / "loud", quiet=False)
+    err = capsys.readouterr().err
+    quiet = run_training(cfg, tmp_path / "quiet", quiet=True)
+    assert capsys.readouterr().err.count("(reported once)") == 0
+    assert loud["notes"] and loud["notes"] == quiet["notes"]
+    for note in loud["notes"]:
+        assert note.startswith("metrics: ") and err.count(f"rlplast: {note} (reported once)") == 1
+    assert json.loads((tmp_path / "quiet" / "summary.json").read_text())["notes"] == quiet["notes"]

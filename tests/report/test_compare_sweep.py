@@ -215,3 +215,23 @@ def test_interrupted_run_with_checkpoints_is_resumed_not_restarted(setup: Path):
     strip = lambda table: [[v for i, v in enumerate(r) if i not in wall] for r in table]  # noqa: E731
     assert strip(rows) == strip(ref)  # and ended exactly where the uninterrupted run did
     assert read_manifest(out)["runs"]["reset-s0"]["state"] == "done"
+
+
+def test_metric_notes_are_printed_once_per_sweep_not_per_run(setup: Path, capfd):
+    """Workers train quietly; each run's NaN notes go to summary.json and the sweep prints each once."""
+    out = setup / "sweep"
+    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "2"]
+    # No action can reach n_min samples: every run notes that the NC metrics are NaN.
+    extra = ["--set", "metrics.n_min=100000"]
+    assert main([*args, "--out", str(out), *_overrides(), *extra]) == 0
+    err = capfd.readouterr().err
+    assert "(reported once)" not in err  # nothing from the workers
+    note_lines = [ln for ln in err.splitlines() if "note from" in ln]
+    assert note_lines and all(
+        ln.startswith("rlplast compare: note from 2 of 2 runs: metrics: ") for ln in note_lines
+    )
+    assert len(note_lines) == len(set(note_lines))
+    for seed in (0, 1):
+        notes = json.loads((out / "runs" / f"vanilla-s{seed}" / "summary.json").read_text())["notes"]
+        assert any("C_eff=0 < 2" in n for n in notes), notes
+        assert {ln.split("runs: ", 1)[1] for ln in note_lines} == set(notes)
