@@ -46,6 +46,18 @@ from rlplast.interventions.base import Intervention
 #: torch's global forward (pre-)hook registries; any entry disables the direct greedy path.
 _GLOBAL_HOOKS = (th.nn.modules.module._global_forward_hooks, th.nn.modules.module._global_forward_pre_hooks)
 
+#: Layer kinds of the direct greedy path (see PlasticDQN._direct_layers).
+_LINEAR, _RELU, _OTHER = 0, 1, 2
+
+
+def _layer_kind(layer: th.nn.Module) -> int:
+    if type(layer) is th.nn.Linear:
+        return _LINEAR
+    if type(layer) is th.nn.ReLU and not layer.inplace:
+        return _RELU
+    return _OTHER
+
+
 #: Modules whose forward pass depends on train/eval mode.
 MODE_DEPENDENT = (th.nn.modules.dropout._DropoutNd, th.nn.modules.batchnorm._NormBase)
 
@@ -71,7 +83,8 @@ class _CachedTrainingMode:
                 for m in self.modules()  # type: ignore[attr-defined]
             )
         if mode_free or (self.training == mode and self.q_net.training == mode):
-            self.training = mode
+            if self.training != mode:  # nn.Module.__setattr__ is slow: skip a no-op assignment
+                self.training = mode
             return
         super().set_training_mode(mode)  # type: ignore[misc]
 
@@ -115,6 +128,8 @@ class LeanDummyVecEnv(DummyVecEnv):
         return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), infos
 
     def _obs_from_buf(self):  # type: ignore[no-untyped-def]
+        if len(self.keys) == 1 and self.keys[0] is None:  # a plain (non-dict, non-tuple) space
+            return self.buf_obs[None].copy()
         return dict_to_obs(self.observation_space, {k: v.copy() for k, v in self.buf_obs.items()})
 
 
@@ -399,17 +414,24 @@ class PlasticDQN(DQN):
                     q_values = self.q_net(x)
                 else:
                     # QNetwork -> preprocess_obs (float) -> FlattenExtractor -> Sequential, called
-                    # layer by layer: the same operations without five module dispatches.
+                    # layer by layer: the same operations without the module dispatches.
                     x = x.float().flatten(1)
-                    for layer in layers:
-                        x = layer.forward(x)
+                    for kind, layer in layers:
+                        if kind == _LINEAR:  # Linear.forward's op, without its attribute lookups
+                            params = layer._parameters
+                            x = F.linear(x, params["weight"], params["bias"])
+                        elif kind == _RELU:
+                            x = th.relu(x)
+                        else:
+                            x = layer.forward(x)
                     q_values = x
             return q_values.argmax(dim=1).cpu().numpy(), state
         return self.policy.predict(observation, state, episode_start, deterministic)
 
-    def _direct_layers(self) -> list[th.nn.Module] | None:
-        """The online network's layers when its forward is plain flatten-then-Sequential and no
-        module has a forward hook (then they can be called directly), else None."""
+    def _direct_layers(self) -> list[tuple[int, th.nn.Module]] | None:
+        """``(kind, layer)`` for the online network's layers when its forward is plain
+        flatten-then-Sequential and no module has a forward hook (then they can be called
+        directly), else None. ``kind``: :data:`_LINEAR`, :data:`_RELU` (not in place) or other."""
         q_net = self.q_net
         cached = self.__dict__.get("_direct_cache")
         if cached is None or cached[0] is not q_net:
@@ -420,7 +442,8 @@ class PlasticDQN(DQN):
                 and type(q_net.q_net) is th.nn.Sequential
             )
             modules = [q_net, extractor, *extractor.modules(), *q_net.q_net.modules()] if plain else []
-            cached = self.__dict__["_direct_cache"] = (q_net, plain, modules, list(q_net.q_net))
+            layers = [(_layer_kind(layer), layer) for layer in q_net.q_net]
+            cached = self.__dict__["_direct_cache"] = (q_net, plain, modules, layers)
         _, plain, modules, layers = cached
         if not plain or _GLOBAL_HOOKS[0] or _GLOBAL_HOOKS[1]:
             return None

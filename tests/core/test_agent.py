@@ -148,8 +148,11 @@ def test_training_mode_walk_skipped_only_when_no_module_depends_on_it():
     assert with_dropout.q_net.q_net[1].training is True
 
 
-def test_greedy_predict_matches_sb3_policy_predict():
-    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=4, policy_kwargs=dict(net_arch=[16]))
+@pytest.mark.parametrize("act", [torch.nn.ReLU, torch.nn.Tanh])
+def test_greedy_predict_matches_sb3_policy_predict(act):
+    model = PlasticDQN(
+        "MlpPolicy", "CartPole-v1", seed=4, policy_kwargs=dict(net_arch=[16], activation_fn=act)
+    )
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     ours, _ = model.predict(obs, deterministic=True)
     ref, _ = model.policy.predict(obs, deterministic=True)
