@@ -419,7 +419,7 @@ class PlasticDQN(DQN):
                     for kind, layer in layers:
                         if kind == _LINEAR:  # Linear.forward's op, without its attribute lookups
                             params = layer._parameters
-                            x = F.linear(x, params["weight"], params["bias"])
+                            x = F.linear(x, params["weight"], params["bias"])  # type: ignore[arg-type]
                         elif kind == _RELU:
                             x = th.relu(x)
                         else:
