@@ -18,6 +18,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from rlplast.metrics.registry import METRICS, MetricContext
 
@@ -96,27 +97,31 @@ def _fit_together(nets: list[nn.Module], obs: Tensor, targets: Tensor, idx: Tens
             biases.append(b.requires_grad_(True))
     opt = _adam(weights + biases, lr)
     net0 = nets[0]
+    with torch.no_grad():  # the extractor has no parameters (preprocessing, flattening): run it once
+        features = net0.extract_features(obs, net0.features_extractor)  # type: ignore[operator]
+    plan = [(isinstance(layer, nn.Linear), layer) for layer in layers]
 
-    def forward(x: Tensor) -> Tensor:
-        with torch.no_grad():  # the extractor has no parameters: preprocessing and flattening only
-            h = net0.extract_features(x, net0.features_extractor)  # type: ignore[operator]
+    def forward(h: Tensor) -> Tensor:
         h = h.expand(len(nets), -1, -1)
         j = 0
-        for layer in layers:
-            if isinstance(layer, nn.Linear):
+        for linear, layer in plan:
+            if linear:
                 h = torch.baddbmm(biases[j], h, weights[j])
                 j += 1
             else:
                 h = layer(h)
         return h
 
+    # Σ_k mean_k((pred_k − y)²) in one op: every network's MSE has the same number of terms.
+    scale = 1.0 / (idx.shape[1] * targets.shape[1]) if idx.numel() else 0.0
     for step_idx in idx:
-        loss = (forward(obs[step_idx]) - targets[step_idx]).square().mean(dim=(1, 2)).sum()
+        pred = forward(features[step_idx])
+        loss = F.mse_loss(pred, targets[step_idx].expand_as(pred), reduction="sum") * scale
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return (forward(obs).to(_DT) - targets.to(_DT)).square().mean(dim=(1, 2))
+        return (forward(features).to(_DT) - targets.to(_DT)).square().mean(dim=(1, 2))
 
 
 def _fit(net: nn.Module, obs: Tensor, targets: Tensor, idx: Tensor, lr: float) -> Tensor:
