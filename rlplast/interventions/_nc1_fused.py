@@ -229,7 +229,8 @@ def _use_numpy(h: Tensor, backend: str) -> bool:
 
 
 def _numpy_inputs(h: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    return h.detach().numpy().astype(np.float64, copy=False), labels.detach().reshape(-1).numpy()
+    h_np = (h.detach() if h.requires_grad else h).numpy().astype(np.float64, copy=False)
+    return h_np, (labels.detach() if labels.requires_grad else labels).numpy().reshape(-1)
 
 
 def nc1_value_and_grad(
@@ -389,6 +390,8 @@ def nc1_penalty_grad(
         dtype and shape, or None where it is exactly zero (NumPy backend only; the torch backend
         returns zeros rather than branch on device values).
     """
-    h = features.detach().flatten(1)
+    h = features.detach()
+    if h.dim() != 2:
+        h = h.flatten(1)
     _, value, grad = _penalty_parts(h, labels, num_classes, n_min, float(coef), float(cap), backend, True)
     return value, None if grad is None else grad.view_as(features)

@@ -130,9 +130,7 @@ class NCRegularizer(Intervention):
         num_classes = self.num_classes or q_values.shape[1]
         if self.variant != "pinv" or not features.requires_grad:
             return self.term(features, batch.actions, num_classes)
-        value, grad = nc1_penalty_grad(
-            features, batch.actions.reshape(-1), num_classes, self.n_min, self.coef, self.cap
-        )
+        value, grad = nc1_penalty_grad(features, batch.actions, num_classes, self.n_min, self.coef, self.cap)
         self._record(value)
         if grad is not None:
             features.register_hook(lambda g: g + grad)
