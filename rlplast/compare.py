@@ -497,8 +497,8 @@ def run_compare(
         else:
             _run_local(str(config_path), todo, workers, on_start, on_end)
     result.wall_time_s = time.perf_counter() - start
-    for note, names in notes.items():
-        if not quiet:
+    if not quiet:
+        for note, names in notes.items():
             print(f"rlplast compare: note from {len(names)} of {len(todo)} runs: {note}", file=sys.stderr)
 
     if report and any(e.get("state") == "done" for e in manifest.runs.values()):
