@@ -228,9 +228,14 @@ def _use_numpy(h: Tensor, backend: str) -> bool:
     return backend == "numpy" or (backend == "auto" and h.device.type == "cpu")
 
 
-def _numpy_inputs(h: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _numpy_value_and_factors(
+    h: Tensor, labels: Tensor, num_classes: int, n_min: int, need_grad: bool
+) -> tuple[float, _Factors | None]:
+    """:func:`_core_numpy` on CPU tensors' own memory (features read as float64)."""
     h_np = (h.detach() if h.requires_grad else h).numpy().astype(np.float64, copy=False)
-    return h_np, (labels.detach() if labels.requires_grad else labels).numpy().reshape(-1)
+    labels_np = (labels.detach() if labels.requires_grad else labels).numpy().reshape(-1)
+    with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
+        return _core_numpy(h_np, labels_np, num_classes, n_min, need_grad)
 
 
 def nc1_value_and_grad(
@@ -252,8 +257,7 @@ def nc1_value_and_grad(
         (zero wherever the value is NaN).
     """
     if _use_numpy(h, backend):
-        with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
-            value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+        value, factors = _numpy_value_and_factors(h, labels, num_classes, n_min, need_grad)
         grad = None if factors is None else _expand(factors, 1.0, torch.float64)
         return torch.tensor(value, dtype=torch.float64), grad
     labels = labels.reshape(-1).to(device=h.device, dtype=torch.long)
@@ -278,8 +282,7 @@ def _penalty_parts(
     gradient tensor (zeros where it is 0: no branch on device values). The gradient has ``h``'s dtype.
     """
     if _use_numpy(h, backend):
-        with np.errstate(all="ignore"):  # overflowing features give a non-finite value, not warnings
-            value, factors = _core_numpy(*_numpy_inputs(h, labels), num_classes, n_min, need_grad)
+        value, factors = _numpy_value_and_factors(h, labels, num_classes, n_min, need_grad)
         ok = math.isfinite(value)
         if coef is None:
             out, factor = value, float(ok)
