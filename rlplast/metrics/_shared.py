@@ -244,7 +244,7 @@ def suite_pass(ctx: MetricContext) -> SuitePass:
         onehots = [(y[:, None] == classes[None, :]).to(_DT) for y in labels.values()]
         onehot = torch.cat(onehots, 1)
     want_abs = (everything or "dormant" in names) and any(
-        _same_tensor(a.flatten(1), h) for a in ctx.activations.values()
+        a.dim() == 2 and _same_tensor(a, h) for a in ctx.activations.values()
     )
     index = None
     if onehot is not None and h.device.type == "cpu" and ctx.num_classes >= _INDEX_ADD_MIN_CLASSES:

@@ -93,6 +93,21 @@ class ClassStats:
         """0-dim bool: at least two kept classes."""
         return self.c_eff >= 2
 
+    @property
+    def separated(self) -> Tensor:
+        """``(C,)`` bool: kept classes whose centred mean is not zero to float64 round-off.
+
+        ``‖μ_c − μ_G‖² ≤ 1e-24 · E‖h‖²`` counts as zero: coinciding class means (duplicated rows,
+        all-zero features) leave round-off of ``~1e-32 · E‖h‖²`` there, never an exact 0.
+        """
+        sq = self.centred_means.detach().square().sum(1)
+        return self.keep & (sq > _ZERO_SCATTER_RTOL * self.scale.detach())
+
+    @property
+    def scattered(self) -> Tensor:
+        """0-dim bool: at least two kept classes and a between-class scatter above round-off."""
+        return self.valid & self.separated.any()
+
 
 def _onehot(labels: Tensor, num_classes: int, device: torch.device) -> Tensor:
     labels = labels.reshape(-1).to(device=device, dtype=torch.long)
@@ -285,7 +300,7 @@ def _traces(s: ClassStats) -> tuple[Tensor, Tensor]:
 
 def _nc1_quotient(s: ClassStats) -> Tensor:
     tr_w, tr_b = _traces(s)
-    return _where_valid(s.valid, _safe_div(tr_w, tr_b))
+    return _where_valid(s.scattered, _safe_div(tr_w, tr_b))
 
 
 def _masked_cv(values: Tensor, mask: Tensor) -> Tensor:
@@ -300,10 +315,11 @@ def _cosines(s: ClassStats) -> tuple[Tensor, Tensor]:
     """Cosine matrix of centred means and the float mask of kept off-diagonal pairs."""
     m = s.centred_means
     norms = m.norm(dim=1)
-    unit = m / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
+    sep = s.separated
+    unit = m / torch.where(sep, norms, torch.ones_like(norms))[:, None]
     cos = unit @ unit.T
-    # A zero centred mean has no direction: its cosines are NaN (deliberately).
-    cos = torch.where((norms > 0)[:, None] & (norms > 0)[None, :], cos, _nan_like(cos))
+    # A zero centred mean (to round-off) has no direction: its cosines are NaN (deliberately).
+    cos = torch.where(sep[:, None] & sep[None, :], cos, _nan_like(cos))
     pair = s.keep_f[:, None] * s.keep_f[None, :]
     pair = pair * (1.0 - torch.eye(m.shape[0], dtype=_DT, device=m.device))
     return cos, pair
@@ -316,7 +332,7 @@ def _kept_rows(weight: Tensor, s: ClassStats) -> Tensor:
 def _nc2_equinorm(s: ClassStats, weight: Tensor) -> tuple[Tensor, Tensor]:
     means_cv = _masked_cv(s.centred_means.norm(dim=1), s.keep_f)
     weights_cv = _masked_cv(_kept_rows(weight, s).norm(dim=1), s.keep_f)
-    return _where_valid(s.valid, means_cv), _where_valid(s.valid, weights_cv)
+    return _where_valid(s.scattered, means_cv), _where_valid(s.valid, weights_cv)
 
 
 def _nc2_equiangular(s: ClassStats) -> Tensor:
@@ -353,7 +369,7 @@ def _nc3(s: ClassStats, weight: Tensor) -> Tensor:
     w = _kept_rows(weight, s)
     m = s.centred_means
     diff = _safe_div(w, w.norm()) - _safe_div(m, m.norm())
-    return _where_valid(s.valid, diff.square().sum())
+    return _where_valid(s.scattered, diff.square().sum())
 
 
 def _nc4(s: ClassStats, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -369,7 +385,8 @@ def _nc4(s: ClassStats, weight: Tensor, bias: Tensor | None) -> Tensor:
     assert s.centred_proj is not None
     ncc = 2.0 * s.centred_proj - (2.0 * (m @ s.global_mean) + m.square().sum(1) - mask)[None, :]
     differ = (logits.argmax(1) != ncc.argmax(1)).to(_DT) * s.sample_keep
-    return _where_valid(s.valid, differ.sum() / s.n_eff.clamp_min(1.0))
+    # Coinciding class means leave the nearest centre undefined (a tie broken by round-off): NaN.
+    return _where_valid(s.scattered, differ.sum() / s.n_eff.clamp_min(1.0))
 
 
 def nc1(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:

@@ -223,7 +223,9 @@ def dormant(ctx: MetricContext) -> dict[str, Tensor]:
     units = 0
     for name, act in ctx.activations.items():
         abs_sum = None
-        if same_tensor(act.flatten(1), ctx.features.flatten(1)):
+        # Only a 2-D activation has the features' units; a conv map flattened into the features
+        # is scored per channel (unit_scores), not per channel × position.
+        if act.dim() == 2 and same_tensor(act, ctx.features.flatten(1)):
             abs_sum = suite_pass(ctx).features.abs_sum
         # One pass per layer serves both counts; the features' pass is shared with the others.
         scores = unit_scores(act) if abs_sum is None else abs_sum / max(act.shape[0], 1)

@@ -187,7 +187,7 @@ class MetricSuite:
             elif math.isnan(values.get(f"collapse/nc1_{labeling}", 0.0)):
                 reasons.add(
                     f"collapse ({labeling} actions): between-class scatter is zero (all class means "
-                    "equal); NC1, NC1 quotient, NC2/NC3 of the means are NaN"
+                    "equal); NC1, NC1 quotient, NC2/NC3 of the means and NC4 are NaN"
                 )
         for key in ("plasticity/probe_ratio",):
             if key in values and math.isnan(values[key]):

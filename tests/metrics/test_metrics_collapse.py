@@ -39,6 +39,10 @@ NC_KEYS = [
 ]
 
 
+# Everything computed from the class means (NaN when they coincide); W-only values are not here.
+MEANS_KEYS = [k for k in NC_KEYS if k not in ("nc2_equinorm_weights", "nc2_etf_error")]
+
+
 def reference(
     h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, num_classes: int, n_min: int
 ) -> dict:
@@ -300,7 +304,12 @@ def test_degenerate_inputs_finite_or_nan(case):
         v = float(res[key].detach())
         assert math.isnan(v) or math.isfinite(v), (case, key)
     if case in ("all_zero", "duplicated_rows"):
-        assert math.isnan(float(res["nc1"].detach()))  # zero between-class scatter: deliberate NaN
+        # Zero between-class scatter: everything built on the class means is a deliberate NaN,
+        # the W-only values stay finite.
+        for key in MEANS_KEYS:
+            assert math.isnan(float(res[key].detach())), (case, key)
+        for key in ("nc2_equinorm_weights", "nc2_etf_error"):
+            assert math.isfinite(float(res[key].detach())), (case, key)
     if case == "d_lt_c":
         ref = reference(h, y, w, np.zeros(c), c, 1)
         check(res, ref, 1e-6)
@@ -309,6 +318,42 @@ def test_degenerate_inputs_finite_or_nan(case):
     if loss.requires_grad:
         loss.backward()
         assert torch.isfinite(th.grad).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_coinciding_class_means_give_nan_not_round_off(seed):
+    """Duplicated rows leave ~1e-17 round-off in the centred means, which must not be read as a
+    direction (cosines, NC3), a spread (equinorm) or a nearest centre (NC4)."""
+    rng = np.random.default_rng(seed)
+    c, d = 4, 16
+    sizes = [3, 7, 11, 13 + seed]
+    y = np.repeat(np.arange(c), sizes)
+    rng.shuffle(y)
+    row = rng.normal(size=d) * 10.0 ** rng.uniform(-3, 3) + rng.normal() * 100
+    h = np.tile(row, (len(y), 1))
+    w, b = rng.normal(size=(c, d)), rng.normal(size=c)
+    for dtype in (torch.float32, torch.float64):
+        res = collapse_metrics(
+            torch.tensor(h, dtype=dtype),
+            torch.as_tensor(y),
+            torch.as_tensor(w),
+            torch.as_tensor(b),
+            c,
+            n_min=1,
+        )
+        for key in MEANS_KEYS:
+            assert math.isnan(float(res[key])), (dtype, key, float(res[key]))
+    # Class means a small but real distance apart: the values are defined again.
+    h2 = h + 1e-3 * np.abs(row).max() * rng.normal(size=(c, d))[y]
+    res = collapse_metrics(
+        torch.tensor(h2), torch.as_tensor(y), torch.as_tensor(w), torch.as_tensor(b), c, n_min=1
+    )
+    for key in ("nc1", "nc1_quotient", "nc2_equinorm_means", "nc3", "nc4_mismatch"):
+        assert math.isfinite(float(res[key])), key
+    ref = reference(h2, y, w, b, c, 1)
+    # Within-class scatter is exactly 0 here: the quotient is 0 up to the documented cancellation.
+    assert float(res["nc1_quotient"]) == pytest.approx(ref["nc1_quotient"], abs=1e-6)
+    assert float(res["nc4_mismatch"]) == pytest.approx(ref["nc4_mismatch"], abs=1e-12)
 
 
 def test_nc1_gradcheck():

@@ -247,6 +247,29 @@ def test_every_registered_metric_runs_on_cnn_and_mlp():
             assert all(k.startswith(("collapse/", "plasticity/")) for k in values), name
 
 
+def test_dormant_counts_channels_when_the_features_are_a_flattened_conv_map():
+    """With ``net_arch: []`` the features are the extractor's flattened conv map; its units for
+    the dormant/dead counts are channels (as for any conv layer), not channel × position."""
+    torch.manual_seed(0)
+    q = TinyCnnQ()
+    q.q_net = nn.Sequential(nn.Linear(4 * 4 * 4, 5))
+    conv = q.features_extractor[0]
+    with torch.no_grad():
+        conv.weight[1] = 0.0
+        conv.bias[1] = -1.0  # channel 1 is dead
+    obs = torch.zeros(64, 2, 6, 6)
+    obs[:, :, :3, :3] = torch.rand(64, 2, 3, 3)  # only the top-left positions see input
+    acts, feats, _ = forward_with_activations(q, obs)
+    assert feats.data_ptr() == acts["features_extractor.1"].data_ptr()  # the case under test
+    values = MetricSuite(names=["dormant"], n_min=1).compute(q, obs)
+    a = acts["features_extractor.1"].detach().double().numpy()
+    score = np.abs(a).mean(axis=(0, 2, 3))  # per channel
+    ref_dormant = float((score / score.mean() <= 0.025).sum())
+    assert values["plasticity/dead_units"] == float((score == 0).sum()) == 1.0
+    assert values["plasticity/dormant_units"] == ref_dormant
+    assert values["plasticity/dormant_fraction/features_extractor.1"] == ref_dormant / 4
+
+
 def test_custom_metric_in_one_registration(monkeypatch):
     name = "test_only_mean_q"
     # Register into a copy of the registry so other tests ("all" metrics) never see this one.
