@@ -13,6 +13,7 @@ An intervention is a dataclass whose fields are its config parameters (validated
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -102,7 +103,9 @@ def build_intervention(spec: dict[str, Any]) -> Intervention:
         params[key] = _coerce(cls.name, key, fields[key].type, value)
     try:
         return cls(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A value the intervention's own checks let through but its set-up rejects (e.g. a seed
+        # NumPy refuses): still one line naming the intervention, never a traceback.
         raise UserError(f"intervention '{cls.name}': {exc}") from None
 
 
@@ -110,6 +113,7 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
     """Check a parameter against its annotation (``int``, ``float``, ``bool``, ``str``, ``None``, unions).
 
     Ints are accepted for floats, and YAML's ``1e-4`` (read as a string) is parsed as a float.
+    Numbers must be finite (``.nan`` / ``.inf`` are rejected for every intervention, like config fields).
     """
     allowed = str(annotation).replace(" ", "").split("|")
     simple = {"float", "int", "bool", "str", "None"}
@@ -120,12 +124,14 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
         if typ == "int" and isinstance(value, int) and not isinstance(value, bool):
             return value
         if typ == "float" and is_num:
-            return float(value)
+            return _finite(owner, key, float(value), value)
         if typ == "float" and isinstance(value, str):
             try:
-                return float(value)
+                as_float = float(value)
             except ValueError:
                 pass
+            else:
+                return _finite(owner, key, as_float, value)
         if (typ == "bool" and isinstance(value, bool)) or (typ == "str" and isinstance(value, str)):
             return value
         if typ == "None" and value is None:
@@ -133,3 +139,9 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
     raise UserError(
         f"intervention '{owner}': parameter '{key}' must be {' or '.join(allowed)}, got {value!r}"
     )
+
+
+def _finite(owner: str, key: str, number: float, value: Any) -> float:
+    if not math.isfinite(number):
+        raise UserError(f"intervention '{owner}': parameter '{key}' must be a finite number, got {value!r}")
+    return number

@@ -45,7 +45,7 @@ class ReDo(Intervention):
     batch_size: int = 256
     """Replay observations used to score the units (>= 1)."""
     seed: int = 0
-    """Seed of the generator that picks those observations."""
+    """Seed of the generator that picks those observations (>= 0)."""
 
     def __post_init__(self) -> None:
         if self.every_updates < 1:
@@ -56,6 +56,8 @@ class ReDo(Intervention):
             raise UserError(f"intervention '{self.name}': tau must be >= 0, got {self.tau}")
         if self.batch_size < 1:
             raise UserError(f"intervention '{self.name}': batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"intervention '{self.name}': seed must be >= 0, got {self.seed}")
         self.rng = np.random.default_rng(self.seed)
         self.checks = 0
         self._units_reset: torch.Tensor | int = 0

@@ -132,6 +132,34 @@ def test_bad_values_are_user_errors(spec, match):
         build_intervention(spec)
 
 
+def _float_parameters() -> list[tuple[str, str]]:
+    import dataclasses
+
+    return [
+        (name, f.name)
+        for name in INTERVENTIONS
+        for f in dataclasses.fields(INTERVENTIONS.get(name))
+        if "float" in str(f.type)
+    ]
+
+
+@pytest.mark.parametrize(("name", "key"), _float_parameters())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "nan", "1e999"])
+def test_non_finite_numbers_are_rejected_for_every_intervention(name, key, bad):
+    with pytest.raises(UserError, match=rf"intervention '{name}': parameter '{key}' must be a finite number"):
+        build_intervention({"name": name, key: bad})
+
+
+def test_float_parameters_are_covered():
+    assert ("l2_init", "coef") in _float_parameters() and ("redo", "tau") in _float_parameters()
+
+
+def test_redo_seed_must_be_non_negative():
+    with pytest.raises(UserError, match="intervention 'redo': seed must be >= 0, got -1"):
+        build_intervention({"name": "redo", "seed": -1})
+    assert build_intervention({"name": "redo", "seed": 2**70}).seed == 2**70
+
+
 def test_n_layers_too_large_names_the_layer_count(make_dqn):
     with pytest.raises(UserError, match="n_layers=7 but the Q-network has only 3 linear layers"):
         make_dqn([build_intervention({"name": "reset_last_layers", "n_layers": 7})])
