@@ -32,9 +32,25 @@ class TrainingStopped(Exception):
 
 
 def closest(name: str, choices: Iterable[str]) -> str:
-    """Return a ``" (did you mean 'x'?)"`` suffix for the closest valid choice, or ``""``."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """Return a ``" (did you mean 'x'?)"`` suffix for the closest valid choice, or ``""``.
+
+    A near spelling wins (``gama`` → ``gamma``); failing that, an abbreviation that matches one
+    choice only: its initials (``lr`` → ``learning_rate``) or a prefix (``explo`` → ``exploration_…``
+    only if unique).
+    """
+    valid = [str(c) for c in choices]
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    key = name.lower().replace("-", "_")
+    if len(key) >= 2:
+        for candidates in (
+            [c for c in valid if "_" in c and "".join(w[:1] for w in c.lower().split("_")) == key],
+            [c for c in valid if c.lower().startswith(key)],
+        ):
+            if len(candidates) == 1:
+                return f" (did you mean '{candidates[0]}'?)"
+    return ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:

@@ -14,7 +14,7 @@ from rlplast.config import (
     load_config,
     reference_markdown,
 )
-from rlplast.errors import UserError
+from rlplast.errors import UserError, closest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,22 @@ def test_unknown_key_names_key_and_nearest():
         config_from_dict({"agent": {"learning_rat": 0.1}})
     with pytest.raises(UserError, match=r"unknown key 'trian'.*did you mean 'train'"):
         config_from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("lr", "learning_rate"), ("mgn", "max_grad_norm"), ("sws", "stats_window_size"), ("gama", "gamma")],
+)
+def test_unknown_key_hint_covers_abbreviations(typed, meant):
+    with pytest.raises(UserError, match=rf"unknown key 'agent.{typed}' \(did you mean '{meant}'\?\)"):
+        load_config(None, [f"agent.{typed}=1"])
+
+
+def test_no_hint_for_ambiguous_initials_or_prefix_or_a_single_letter():
+    assert closest("bs", ["batch_size", "buffer_size"]) == ""
+    assert closest("lea", ["learning_rate", "learning_starts"]) == ""
+    assert closest("l", ["learning_rate"]) == ""
+    assert closest("explo", ["exploration_fraction", "gamma"]) == " (did you mean 'exploration_fraction'?)"
 
 
 @pytest.mark.parametrize(
