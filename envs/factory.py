@@ -33,7 +33,8 @@ def make_env(
         The env made by ``gym.make``.
 
     Raises:
-        UserError: If the module cannot be imported, the id is unknown or the kwargs are invalid.
+        UserError: If the module cannot be imported, the id is unknown, the kwargs are invalid or
+            the env needs a package that is not installed (e.g. Box2D for ``CarRacing-v3``).
     """
     modules = [import_module] if import_module else []
     if ":" in env_id:
@@ -55,3 +56,7 @@ def make_env(
         return gym.make(env_id, **dict(kwargs or {}))
     except TypeError as e:
         raise UserError(f"bad kwargs for env '{env_id}': {e}") from e
+    except gym.error.DependencyNotInstalled as e:
+        raise UserError(f"env '{env_id}' needs a package that is not installed: {e}") from e
+    except gym.error.Error as e:
+        raise UserError(f"cannot make env '{env_id}': {e}") from e

@@ -97,6 +97,23 @@ def test_make_env_passes_kwargs_and_rejects_bad_input():
         make_env("rlplast/PermutedCartPole-v0", {}, import_module="no_such_module_xyz")
 
 
+class _NeedsMissingPackage(gym.Env):
+    def __init__(self) -> None:
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, pip install 'gymnasium[box2d]'")
+
+
+def test_make_env_reports_a_missing_dependency(monkeypatch):
+    monkeypatch.setitem(
+        gym.registry,
+        "test/NeedsBox2D-v0",
+        gym.envs.registration.EnvSpec("test/NeedsBox2D-v0", entry_point=_NeedsMissingPackage),
+    )
+    with pytest.raises(
+        UserError, match=r"env 'test/NeedsBox2D-v0' needs a package that is not installed: Box2D"
+    ):
+        make_env("test/NeedsBox2D-v0", {})
+
+
 EXTENSION = '''
     """A user's shift, one file: a wrapper subclass and one register call."""
     import gymnasium as gym
