@@ -11,9 +11,12 @@ from torch import nn
 class MinAtarCNN(BaseFeaturesExtractor):
     """Conv 16 @ 3x3 stride 1 + ReLU, flatten, Linear → ``features_dim`` (128) + ReLU.
 
-    Expects channel-first float observations in [0, 1], e.g. ``rlplast/MinAtarSequence-v0``'s
-    ``Box(0, 1, (10, 10, 10), float32)``. SB3 treats a float Box as a non-image space, so it neither
-    transposes (no ``VecTransposeImage``) nor divides by 255; pass ``normalize_images=False`` anyway.
+    Expects channel-first observations with values in [0, 1], e.g. ``rlplast/MinAtarSequence-v0``'s
+    ``Box(0, 1, (10, 10, 10), uint8)`` (0/1 entries; :meth:`forward` casts to float). SB3 counts a
+    Box as an image only if it is uint8 *with bounds 0..255* (``is_image_space``); with bounds 0..1
+    it is not one, so SB3 neither transposes it (no ``VecTransposeImage``) nor divides it by 255,
+    even with ``normalize_images=True``. Pass ``normalize_images=False`` anyway (rlplast does), so a
+    0..255 grid would not be rescaled either.
 
     Example:
         >>> import gymnasium as gym
