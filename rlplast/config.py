@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,7 +49,11 @@ class EnvConfig:
 class AgentConfig:
     """DQN hyperparameters under stable-baselines3's own names."""
 
-    policy: str = _f("MlpPolicy", "SB3 policy class", choices=["MlpPolicy", "CnnPolicy"])
+    policy: str = _f(
+        "MlpPolicy",
+        "SB3 policy class; CnnPolicy (NatureCNN) needs uint8 images with bounds 0..255, at least 36x36",
+        choices=["MlpPolicy", "CnnPolicy"],
+    )
     learning_rate: float = _f(1e-4, "Adam learning rate", min=0.0, exclusive_min=True)
     buffer_size: int = _f(100_000, "replay buffer capacity (transitions)", min=1)
     learning_starts: int = _f(1000, "env steps collected before the first update", min=0)
@@ -67,7 +72,9 @@ class AgentConfig:
     net_arch: list[int] = _f([64, 64], "hidden layer sizes of the Q-network MLP head")
     activation: str = _f("relu", "hidden activation", choices=["relu", "tanh", "elu", "leaky_relu"])
     features_extractor: str | None = _f(
-        None, "features extractor: null (SB3 default) or minatar_cnn", choices=[None, "minatar_cnn"]
+        None,
+        "features extractor: null (SB3 default) or minatar_cnn (channel-first grids such as MinAtar's)",
+        choices=[None, "minatar_cnn"],
     )
     optimizer_impl: str = _f(
         "foreach",
@@ -128,7 +135,9 @@ class OutputConfig:
     """Where a run writes its files."""
 
     dir: str = _f("runs", "parent folder of run directories")
-    name: str | None = _f(None, "run directory name (default: <config stem>-s<seed>)")
+    name: str | None = _f(
+        None, "run directory name inside output.dir, no path separators (default: <config stem>-s<seed>)"
+    )
     tensorboard: bool = _f(True, "write TensorBoard event files")
     save_model: bool = _f(True, "write model.zip at the end")
 
@@ -290,6 +299,14 @@ def _validate(cfg: Config) -> None:
         )
     if any(n <= 0 for n in cfg.agent.net_arch):
         raise UserError(f"agent.net_arch: layer sizes must be positive, got {cfg.agent.net_arch}")
+    name = cfg.output.name
+    if name is not None and (
+        name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)) or "\0" in name
+    ):
+        raise UserError(
+            f"output.name: must be a plain directory name (no path separators, not '.' or '..'), "
+            f"got {name!r}; set output.dir (or --out) to choose where runs go"
+        )
     for i, spec in enumerate(cfg.interventions):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise UserError(f"interventions[{i}]: expected a mapping with a 'name', got {spec!r}")

@@ -1,7 +1,8 @@
 """One training run, top to bottom: config → env → agent (+ interventions) → callback → run directory.
 
-Everything that can be rejected (config, env id, action space, interventions, device) is checked
-before the run directory is created, so bad input never leaves a half-written run behind.
+Everything that can be rejected (config, env id, action and observation spaces, policy, interventions,
+device, a run directory that cannot be created) is checked before anything is written, so bad input
+never leaves a half-written run behind.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import platform
 import shutil
 import signal
 import sys
+import typing
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
@@ -52,7 +55,73 @@ def make_env(cfg: Config) -> gym.Env:
             f"env '{cfg.env.id}' has a {type(env.action_space).__name__} action space; "
             "DQN needs a Discrete action space"
         )
+    if not isinstance(env.observation_space, OBSERVATION_SPACES):
+        env.close()
+        raise UserError(
+            f"env '{cfg.env.id}' has a {describe_space(env.observation_space)} observation space, which "
+            f"stable-baselines3's DQN cannot handle; valid: {', '.join(c.__name__ for c in OBSERVATION_SPACES)}"
+        )
     return env
+
+
+#: Observation spaces PlasticDQN's policies (MlpPolicy, CnnPolicy) take; SB3 needs MultiInputPolicy
+#: for Dict spaces and supports no Tuple, Graph, Text or Sequence spaces.
+OBSERVATION_SPACES: tuple[type[gym.Space], ...] = (
+    gym.spaces.Box,
+    gym.spaces.Discrete,
+    gym.spaces.MultiBinary,
+    gym.spaces.MultiDiscrete,
+)
+
+#: The smallest height and width SB3's NatureCNN (CnnPolicy's extractor) can take:
+#: conv 8x8 stride 4, conv 4x4 stride 2, conv 3x3 stride 1.
+NATURE_CNN_MIN_SIZE = 36
+
+
+def describe_space(space: gym.Space) -> str:
+    """A short one-line description of a space (a Box's per-dimension bounds are left out)."""
+    if isinstance(space, gym.spaces.Box):
+        low, high = np.unique(space.low), np.unique(space.high)
+        bounds = f"{low[0]:g}..{high[0]:g}, " if low.size == 1 and high.size == 1 else ""
+        return f"Box({bounds}shape {space.shape}, {space.dtype})"
+    return str(space)
+
+
+def check_policy_fits(cfg: Config, space: gym.Space) -> None:
+    """Reject ``agent.policy`` / ``agent.features_extractor`` choices the observation space cannot feed.
+
+    Mirrors the checks stable-baselines3 and :class:`MinAtarCNN` make when the network is built, so
+    they fail as one-line errors before anything is written.
+    """
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+    a = cfg.agent
+    if a.features_extractor == "minatar_cnn":
+        if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and min(space.shape[1:]) >= 3):
+            raise UserError(
+                f"agent.features_extractor: minatar_cnn needs a (channels, height, width) Box observation "
+                f"space with height and width >= 3, env '{cfg.env.id}' has {describe_space(space)}; "
+                "valid: null (SB3's default for the policy), minatar_cnn"
+            )
+        return
+    if a.policy == "CnnPolicy":
+        # SB3 divides image observations by 255 (normalize_images), so NatureCNN takes only uint8
+        # Boxes with bounds 0..255; rlplast passes normalize_images=False only with minatar_cnn.
+        if not is_image_space(space):
+            raise UserError(
+                f"agent.policy: CnnPolicy needs image observations (a uint8 Box with bounds 0..255 and "
+                f"shape (H, W, C) or (C, H, W)), env '{cfg.env.id}' has {describe_space(space)}; "
+                "use MlpPolicy (valid: MlpPolicy, CnnPolicy), or features_extractor: minatar_cnn for "
+                "channel-first grids such as MinAtar's"
+            )
+        box = typing.cast(gym.spaces.Box, space)  # is_image_space: a 3-D Box
+        hw = box.shape[1:] if is_image_space_channels_first(box) else box.shape[:2]
+        if min(hw) < NATURE_CNN_MIN_SIZE:
+            raise UserError(
+                f"agent.policy: CnnPolicy (SB3's NatureCNN) needs images of at least "
+                f"{NATURE_CNN_MIN_SIZE}x{NATURE_CNN_MIN_SIZE}, env '{cfg.env.id}' has "
+                f"{describe_space(space)}; use MlpPolicy (valid: MlpPolicy, CnnPolicy)"
+            )
 
 
 def policy_kwargs(cfg: Config) -> dict[str, Any]:
@@ -71,9 +140,15 @@ def policy_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
-    """A PlasticDQN with the configured hyperparameters and interventions."""
+    """A PlasticDQN with the configured hyperparameters and interventions.
+
+    Raises:
+        UserError: a policy or features extractor the env's observations cannot feed
+            (:func:`check_policy_fits`), a bad intervention, fused Adam where it is unavailable.
+    """
     from rlplast.interventions.base import build_intervention
 
+    check_policy_fits(cfg, env.observation_space)
     interventions = [build_intervention(dict(spec)) for spec in cfg.interventions]
     a = cfg.agent
     try:
@@ -84,6 +159,12 @@ def build_model(cfg: Config, env: gym.Env, device: str) -> Any:
         raise UserError(
             f"agent.optimizer_impl: fused Adam is not available with torch {torch.__version__} on "
             f"{device} ({str(exc).splitlines()[0]}); use foreach"
+        ) from None
+    except NotImplementedError as exc:
+        # stable-baselines3's refusal of a space that make_env / check_policy_fits do not mirror.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"stable-baselines3 cannot build agent.policy {a.policy} for env '{cfg.env.id}': {first}"
         ) from None
     # rlplast writes its own logs (RunLogger); SB3's logger records nothing anywhere.
     model.set_logger(Logger(folder=None, output_formats=[]))
@@ -141,21 +222,52 @@ def package_versions() -> dict[str, str]:
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
-    """Whether ``run_dir`` holds something; raise unless ``overwrite`` allows replacing it."""
+    """Whether ``run_dir`` holds something; raise unless ``overwrite`` allows replacing it.
+
+    Also raises when ``run_dir`` cannot be created because a path component is a file (a cheap
+    check before the env and model are built; :func:`prepare_run_dir` catches every other reason).
+    """
     occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
     if occupied and not overwrite:
         raise UserError(f"run directory {run_dir} already exists; pass --overwrite or choose --out")
+    if not run_dir.exists():
+        ancestor = next((p for p in run_dir.parents if p.exists()), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise UserError(f"cannot create run directory {run_dir}: {ancestor} is not a directory")
     return occupied
 
 
+def _os_reason(exc: Exception, path: Path) -> str:
+    """``strerror`` of an OSError (with the path it names, when that is not ``path``), else the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        named = exc.filename
+        return exc.strerror if named is None or Path(named) == path else f"{named}: {exc.strerror}"
+    return str(exc)
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create ``run_dir``; an existing non-empty one is replaced only with ``overwrite``."""
+    """Create ``run_dir``; an existing non-empty one is replaced only with ``overwrite``.
+
+    Raises:
+        UserError: the directory cannot be created or replaced (folders this call created on the
+            way are removed again).
+    """
     if check_run_dir(run_dir, overwrite):
-        if run_dir.is_dir():
-            shutil.rmtree(run_dir)
-        else:
-            run_dir.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if run_dir.is_dir():
+                shutil.rmtree(run_dir)
+            else:
+                run_dir.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot replace run directory {run_dir}: {_os_reason(exc, run_dir)}") from None
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        for folder in created:
+            with contextlib.suppress(OSError, ValueError):
+                folder.rmdir()
+        raise UserError(f"cannot create run directory {run_dir}: {_os_reason(exc, run_dir)}") from None
 
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}

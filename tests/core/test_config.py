@@ -48,6 +48,13 @@ def test_no_hint_for_ambiguous_initials_or_prefix_or_a_single_letter():
     assert closest("explo", ["exploration_fraction", "gamma"]) == " (did you mean 'exploration_fraction'?)"
 
 
+@pytest.mark.parametrize("name", ["../../escape", "sub/run", "..", ".", "a\\b"])
+def test_output_name_must_be_a_plain_name(name):
+    with pytest.raises(UserError, match=r"output.name: must be a plain directory name"):
+        config_from_dict({"output": {"name": name}})
+    assert config_from_dict({"output": {"name": "my..run"}}).output.name == "my..run"
+
+
 @pytest.mark.parametrize(
     ("data", "pattern"),
     [

@@ -1,0 +1,133 @@
+"""Bad input on the training side: one line on stderr, exit code 2, nothing written or changed.
+
+Covers unusable run directories, intervention arguments, envs and policies stable-baselines3
+cannot handle, and run names that escape ``output.dir``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlplast.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import REPO, tiny_overrides  # noqa: E402
+
+CARTPOLE = str(REPO / "configs/cartpole.yaml")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def _fails(argv: list[str], capsys, expect: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("rlplast: error:"), err
+    assert "Traceback" not in err and expect in err, err
+    return err
+
+
+def _train_argv(out: Path | None, extra: list[str] = (), config: str = CARTPOLE) -> list[str]:
+    argv = ["train", config, "--quiet"]
+    if out is not None:
+        argv += ["--out", str(out)]
+    for o in [*tiny_overrides(200), "output.tensorboard=false", *extra]:
+        argv += ["--set", o]
+    return argv
+
+
+# ---------------------------------------------------------------------------------- run directory
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_out_under_proc_is_a_user_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails(_train_argv(Path("/proc/x/y")), capsys, "cannot create run directory /proc/x/y:")
+    assert not Path("/proc/x").exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_dir_under_proc_is_a_user_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails(_train_argv(None, ["output.dir=/proc/nope"]), capsys, "cannot create run directory /proc/nope/")
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_below_a_file_is_a_user_error_and_the_file_is_kept(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    _fails(_train_argv(afile / "sub"), capsys, f"cannot create run directory {afile / 'sub'}: ")
+    assert afile.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_uncreatable_run_dir_leaves_no_parent_folders_behind(tmp_path, capsys):
+    # The name is too long for the file system: mkdir fails only after its parents were created.
+    out = tmp_path / "new" / "deeper" / ("x" * 300)
+    _fails(_train_argv(out), capsys, "cannot create run directory")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "."])
+def test_output_name_cannot_leave_output_dir(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    _fails(_train_argv(None, ["output.dir=runs", f"output.name={name!r}"]), capsys, "output.name:")
+    assert _snapshot(tmp_path) == {"runs": None}
+
+
+def test_unknown_key_without_out_names_the_nearest_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails(
+        _train_argv(None, ["agent.lr=1e-3"]), capsys, "unknown key 'agent.lr' (did you mean 'learning_rate'?)"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------- interventions
+@pytest.mark.parametrize(
+    ("spec", "expect"),
+    [
+        ("{name: redo, seed: -1}", "intervention 'redo': seed must be >= 0, got -1"),
+        ("{name: l2_init, coef: .nan}", "intervention 'l2_init': parameter 'coef' must be a finite number"),
+        ("{name: nc_regularizer, coef: .inf}", "parameter 'coef' must be a finite number, got inf"),
+        ("{name: redo, tau: .nan}", "intervention 'redo': parameter 'tau' must be a finite number"),
+    ],
+)
+def test_bad_intervention_arguments_write_nothing(tmp_path, capsys, spec, expect):
+    out = tmp_path / "run"
+    _fails(_train_argv(out, [f"interventions=[{spec}]"]), capsys, expect)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------- envs and policies
+def _has_box2d() -> bool:
+    try:
+        import Box2D  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_box2d(), reason="Box2D is installed, so CarRacing can be made")
+def test_env_with_a_missing_dependency(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(_train_argv(out, ["env.id=CarRacing-v3"]), capsys, "env 'CarRacing-v3' needs a package")
+    assert "Box2D" in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["env.id=Blackjack-v1"], "env 'Blackjack-v1' has a Tuple("),
+        (["agent.policy=CnnPolicy"], "agent.policy: CnnPolicy needs image observations"),
+        (["agent.features_extractor=minatar_cnn"], "agent.features_extractor: minatar_cnn needs a (channels"),
+    ],
+    ids=["tuple-observations", "cnn-policy-on-cartpole", "minatar-cnn-on-cartpole"],
+)
+def test_env_or_policy_sb3_cannot_handle(tmp_path, capsys, extra, expect):
+    out = tmp_path / "run"
+    err = _fails(_train_argv(out, extra), capsys, expect)
+    assert "valid:" in err and not out.exists()
