@@ -405,6 +405,37 @@ def load_config(
     return config_from_dict(data)
 
 
+_MISSING = "(missing)"
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first place two plain configs differ, as ``(dotted path, value in a, value in b)``.
+
+    Mappings are compared key by key and lists item by item (``interventions[0].coef``); values
+    must have the same type (``1`` differs from ``1.0`` and ``true``), NaN equals NaN. A key present
+    on one side only gives ``'(missing)'`` on the other. ``None`` when they are the same.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                return where, a.get(key, _MISSING), b.get(key, _MISSING)
+            found = first_difference(a[key], b[key], where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = first_difference(x, y, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    if both_nan or (type(a) is type(b) and a == b):
+        return None
+    return path or "config", a, b
+
+
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML (what is written to a run's ``config.yaml``)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

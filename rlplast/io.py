@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rlplast.errors import UserError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -46,21 +47,51 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def truncate_csv_rows(path: str | Path, keep: Callable[[str], bool]) -> None:
-    """Atomically keep the header and the data lines for which ``keep(line)`` is true.
+def csv_rows_through(path: str | Path, last_step: int) -> str | None:
+    """The text of the step-indexed CSV ``path`` cut after its rows of steps ``<= last_step``.
 
-    A partial last line (a kill during an append) is dropped as well.
+    The header is kept; a partial last line (a kill during an append) is dropped, as are empty
+    lines. Returns ``None`` when the file is missing or has no complete line. Nothing is written.
+
+    Raises:
+        UserError: the header does not start with ``step`` or a row does not start with an integer
+            step (a corrupt file), naming the file and the line.
     """
     path = Path(path)
     if not path.exists():
-        return
+        return None
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
     # Everything after the last newline is a partial line (or empty): drop it.
-    complete = path.read_text().split("\n")[:-1]
+    complete = text.split("\n")[:-1]
     if not complete:
-        return
+        return None
     header, rows = complete[0], complete[1:]
-    kept = [header, *(r for r in rows if r and keep(r))]
-    atomic_write_text(path, "\n".join(kept) + "\n")
+    if header.split(",", 1)[0] != "step":
+        raise UserError(f"{path}: line 1 is not a header starting with 'step': {header[:60]!r}")
+    kept = [header]
+    for lineno, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        try:
+            step = int(row.split(",", 1)[0])
+        except ValueError:
+            raise UserError(
+                f"{path}: line {lineno} does not start with a step number: {row[:60]!r}; "
+                "repair or delete that line"
+            ) from None
+        if step <= last_step:
+            kept.append(row)
+    return "\n".join(kept) + "\n"
+
+
+def truncate_csv_rows(path: str | Path, last_step: int) -> None:
+    """Atomically keep the header and the rows of steps ``<= last_step`` (see :func:`csv_rows_through`)."""
+    text = csv_rows_through(path, last_step)
+    if text is not None:
+        atomic_write_text(path, text)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

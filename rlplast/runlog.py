@@ -69,7 +69,7 @@ class RunLogger:
         if resume_step is None:
             atomic_write_text(self.path, _line(self.columns) + "\n")
         else:
-            truncate_csv_rows(self.path, lambda line: int(line.split(",", 1)[0]) <= resume_step)
+            truncate_csv_rows(self.path, resume_step)
             with open(self.path, newline="") as fh:
                 self.columns = next(csv.reader(fh))
         if tensorboard:

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from stable_baselines3.common.logger import Logger
 
 from rlplast.config import Config, dump_config
@@ -311,12 +312,19 @@ def run_training(
 def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
     """Continue a run from its latest valid checkpoint, exactly as if it had never stopped.
 
+    ``config.yaml`` must be the config the checkpoint was taken with: checkpoints record it, and
+    any difference (an edited env, network, budget, metrics switch, ...) is refused, since the
+    checkpoint's agent and env would silently keep the old settings. Checkpoints written before
+    the config was recorded are only checked for what resuming needs (``metrics.enabled``).
+    Everything is checked before a file is touched: a refused resume leaves the run as it was.
+
     Raises:
-        UserError: not a run directory, already finished, or no valid checkpoint.
+        UserError: not a run directory, already finished, no valid checkpoint, a config.yaml that
+            differs from the checkpoint's, or corrupt metrics.csv / episodes.csv.
     """
     from rlplast.checkpoint import load_latest, set_rng_state
     from rlplast.config import load_config
-    from rlplast.io import truncate_csv_rows
+    from rlplast.io import csv_rows_through, truncate_csv_rows
     from rlplast.runlog import RunLogger
 
     run_dir = Path(run_dir)
@@ -326,16 +334,52 @@ def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
         raise UserError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
     cfg = load_config(run_dir / "config.yaml")
     payload, path = load_latest(run_dir / "checkpoints")
-    set_cpu_threads(cfg.train.torch_threads)
+    check_resume_config(cfg, payload, run_dir)
     step = int(payload["step"])
+    for name in ("episodes.csv", "metrics.csv"):  # check both before truncating either
+        if csv_rows_through(run_dir / name, step) is None:
+            raise UserError(f"{run_dir / name} is missing or empty; cannot resume {run_dir}")
+    set_cpu_threads(cfg.train.torch_threads)
     model = payload["model"]
     callback = _make_callback(cfg, run_dir, None, quiet)
     callback.load_state_dict(payload["callback"])
     set_rng_state(payload["rng"])
-    truncate_csv_rows(run_dir / "episodes.csv", lambda line: int(line.split(",", 1)[0]) <= step)
+    truncate_csv_rows(run_dir / "episodes.csv", step)
     callback.run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard, resume_step=step)
     print(f"rlplast: resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
     return _train(cfg, model, callback, run_dir)
+
+
+def check_resume_config(cfg: Config, payload: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume when ``config.yaml`` (``cfg``) is not the config the checkpoint was taken with.
+
+    Nothing may change: the checkpoint holds the agent, env and schedules built from its config, so
+    an edit would be ignored in part (env, network, interventions) and applied in part (budget,
+    logging, metrics), giving a run that matches neither config.
+    """
+    from rlplast.config import config_from_dict, first_difference
+
+    recorded = payload.get("config")
+    if recorded is None:  # a checkpoint from before rlplast recorded the config
+        has_metrics = "metrics_rng" in payload["callback"]
+        if cfg.metrics.enabled != has_metrics:
+            _differs(run_dir, "metrics.enabled", cfg.metrics.enabled, has_metrics)
+        return
+    try:
+        taken_with = config_from_dict(yaml.safe_load(recorded)).to_dict()
+    except (UserError, yaml.YAMLError):
+        # Written by another rlplast version whose config no longer loads: compare as recorded.
+        taken_with = yaml.safe_load(recorded)
+    difference = first_difference(cfg.to_dict(), taken_with)
+    if difference is not None:
+        _differs(run_dir, *difference)
+
+
+def _differs(run_dir: Path, where: str, now: Any, then: Any) -> typing.NoReturn:
+    raise UserError(
+        f"config.yaml of {run_dir} differs from its checkpoint at {where}: {now!r} (config.yaml) vs "
+        f"{then!r} (checkpoint); restore it or start a new run"
+    )
 
 
 def _make_callback(cfg: Config, run_dir: Path, run_logger: Any, quiet: bool) -> Any:
@@ -362,6 +406,8 @@ def _train(cfg: Config, model: Any, callback: Any, run_dir: Path) -> dict[str, A
     from rlplast import __version__
     from rlplast.checkpoint import rng_state, save_checkpoint
 
+    config_text = dump_config(cfg)
+
     def checkpoint(step: int) -> None:
         payload = {
             "step": step,
@@ -369,6 +415,7 @@ def _train(cfg: Config, model: Any, callback: Any, run_dir: Path) -> dict[str, A
             "callback": callback.state_dict(),
             "rng": rng_state(),
             "rlplast": __version__,
+            "config": config_text,  # what a resume checks config.yaml against
         }
         save_checkpoint(run_dir / "checkpoints", step, payload, keep=cfg.checkpoint.keep)
 

@@ -1,22 +1,26 @@
 """Bad input on the training side: one line on stderr, exit code 2, nothing written or changed.
 
 Covers unusable run directories, intervention arguments, envs and policies stable-baselines3
-cannot handle, and run names that escape ``output.dir``.
+cannot handle, run names that escape ``output.dir``, and resumes of edited or damaged runs.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from rlplast.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from rlplast.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import REPO, tiny_overrides  # noqa: E402
 
 CARTPOLE = str(REPO / "configs/cartpole.yaml")
+PERMUTED = str(REPO / "configs/permuted_cartpole.yaml")
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -131,3 +135,124 @@ def test_env_or_policy_sb3_cannot_handle(tmp_path, capsys, extra, expect):
     out = tmp_path / "run"
     err = _fails(_train_argv(out, extra), capsys, expect)
     assert "valid:" in err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------- resume
+RESUME_FROM = 300
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> Path:
+    """A run that looks killed at step 300: checkpoints up to 300, rows past it, no summary."""
+    run = tmp_path_factory.mktemp("interrupted") / "run"
+    argv = ["train", PERMUTED, "--out", str(run), "--quiet"]
+    for o in [
+        *tiny_overrides(600, metrics=True),
+        "env.kwargs.steps_per_task=250",
+        "env.kwargs.n_tasks=3",
+        "checkpoint.every_steps=100",
+        "checkpoint.keep=50",
+        "output.tensorboard=false",
+        "interventions=[{name: l2_init, coef: 0.001}]",
+    ]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    for name in ("summary.json", "model.zip"):
+        (run / name).unlink()
+    for ckpt in list_checkpoints(run / "checkpoints"):
+        if int(ckpt.stem.split("-")[1]) > RESUME_FROM:
+            ckpt.unlink()
+    return run
+
+
+@pytest.fixture
+def run(interrupted, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(interrupted, copy)
+    return copy
+
+
+def _edit_config(run: Path, edit) -> None:
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    edit(data)
+    (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _resume_fails(run: Path, capsys, expect: str) -> None:
+    before = _snapshot(run)
+    _fails(["train", "--resume", str(run), "--quiet"], capsys, expect)
+    assert _snapshot(run) == before
+
+
+def test_unchanged_run_resumes(run):
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert (run / "summary.json").is_file()
+
+
+def test_checkpoints_record_the_config(run):
+    payload = read_checkpoint(list_checkpoints(run / "checkpoints")[0])
+    assert yaml.safe_load(payload["config"]) == yaml.safe_load((run / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("edit", "expect"),
+    [
+        (
+            lambda d: d["metrics"].update(enabled=False),
+            "at metrics.enabled: False (config.yaml) vs True (checkpoint); restore it or start a new run",
+        ),
+        (
+            lambda d: d["env"].update(id="Acrobot-v1"),
+            "at env.id: 'Acrobot-v1' (config.yaml) vs 'rlplast/Permuted",
+        ),
+        (lambda d: d["agent"].update(net_arch=[64, 64]), "at agent.net_arch[0]: 64 (config.yaml) vs 32"),
+        (lambda d: d["env"]["kwargs"].update(n_tasks=5), "at env.kwargs.n_tasks: 5 (config.yaml) vs 3"),
+        (lambda d: d["train"].update(total_steps=900), "at train.total_steps: 900 (config.yaml) vs 600"),
+        (
+            lambda d: d["interventions"][0].update(coef=0.5),
+            "at interventions[0].coef: 0.5 (config.yaml) vs 0.001",
+        ),
+    ],
+    ids=["metrics-flipped", "env-id", "net-arch", "n-tasks", "total-steps", "intervention"],
+)
+def test_edited_config_is_refused_and_nothing_changes(run, capsys, edit, expect):
+    _edit_config(run, edit)
+    _resume_fails(run, capsys, f"config.yaml of {run} differs from its checkpoint {expect}")
+
+
+def test_emptied_config_is_refused_and_nothing_changes(run, capsys):
+    (run / "config.yaml").write_text("")
+    _resume_fails(run, capsys, "differs from its checkpoint at env.id: 'CartPole-v1' (config.yaml) vs ")
+
+
+def _strip_recorded_config(run: Path) -> None:
+    """Make every checkpoint look like one written before checkpoints recorded the config."""
+    for path in list_checkpoints(run / "checkpoints"):
+        payload = read_checkpoint(path)
+        del payload["config"]
+        save_checkpoint(run / "checkpoints", int(path.stem.split("-")[1]), payload, keep=50)
+
+
+def test_old_checkpoint_without_recorded_config_still_resumes(run):
+    _strip_recorded_config(run)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert (run / "summary.json").is_file()
+
+
+def test_old_checkpoint_with_metrics_flipped_is_refused(run, capsys):
+    _strip_recorded_config(run)
+    _edit_config(run, lambda d: d["metrics"].update(enabled=False))
+    _resume_fails(run, capsys, "at metrics.enabled: False (config.yaml) vs True (checkpoint)")
+
+
+@pytest.mark.parametrize("name", ["episodes.csv", "metrics.csv"])
+def test_garbage_csv_line_is_refused_and_nothing_changes(run, capsys, name):
+    lines = (run / name).read_text().split("\n")
+    lines.insert(3, "garbage,line")
+    (run / name).write_text("\n".join(lines))
+    _resume_fails(run, capsys, f"{run / name}: line 4 does not start with a step number: 'garbage,line'")
+
+
+def test_missing_metrics_csv_is_refused(run, capsys):
+    (run / "metrics.csv").unlink()
+    _resume_fails(run, capsys, "metrics.csv is missing or empty; cannot resume")

@@ -11,6 +11,7 @@ from rlplast.config import (
     config_from_dict,
     deep_merge,
     dump_config,
+    first_difference,
     load_config,
     reference_markdown,
 )
@@ -53,6 +54,17 @@ def test_output_name_must_be_a_plain_name(name):
     with pytest.raises(UserError, match=r"output.name: must be a plain directory name"):
         config_from_dict({"output": {"name": name}})
     assert config_from_dict({"output": {"name": "my..run"}}).output.name == "my..run"
+
+
+def test_first_difference_names_the_dotted_path():
+    a = config_from_dict({"interventions": [{"name": "redo", "tau": 0.1}]}).to_dict()
+    assert first_difference(a, a) is None
+    b = config_from_dict({"interventions": [{"name": "redo", "tau": 0.2}]}).to_dict()
+    assert first_difference(a, b) == ("interventions[0].tau", 0.1, 0.2)
+    assert first_difference({"x": {"k": 1}}, {"x": {"k": 1.0}}) == ("x.k", 1, 1.0)
+    assert first_difference({"x": {}}, {"x": {"k": True}}) == ("x.k", "(missing)", True)
+    assert first_difference({"x": [1]}, {"x": [1, 2]}) == ("x", [1], [1, 2])
+    assert first_difference({"x": float("nan")}, {"x": float("nan")}) is None
 
 
 @pytest.mark.parametrize(
