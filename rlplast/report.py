@@ -119,14 +119,66 @@ class RunData:
         return sorted(int(i) for i in ids)
 
 
+# ------------------------------------------------------------------------------------ output folders
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Refuse an output path that exists and is not a folder (nothing is created)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"cannot create {what} directory {path}: it exists and is not a directory")
+    return path
+
+
+def make_output_dir(path: str | Path, what: str) -> Path:
+    """Create the output folder ``path`` (and its parents) or raise a one-line UserError.
+
+    Args:
+        path: the folder.
+        what: what it is, for the message (``sweep``, ``report``): "cannot create sweep directory …".
+    """
+    path = check_output_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {what} directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {what} directory {path}: permission denied")
+    return path
+
+
+def json_type(value: Any) -> str:
+    """How JSON calls the type of a parsed value ("an array", "a string", …), for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A run's ``summary.json`` (a JSON object), or a one-line UserError naming the file."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"cannot read run summary {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"cannot read run summary {path}: expected a JSON object, got {json_type(data)}")
+    return data
+
+
+# ------------------------------------------------------------------------------------ loading runs
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         return {}
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+    try:
         with open(path, newline="") as fh:
-            header = next(csv.reader(fh), [])
+            rows = list(csv.DictReader(fh))
+        header: list[str] = []
+        if not rows:
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not rows:
         return {c: np.array([], dtype=np.float64) for c in header}
 
     def num(text: str | None) -> float:
@@ -140,8 +192,6 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
 
 def load_run(path: Path, method: str | None = None, seed: int | None = None) -> RunData:
     """Read one run directory (``method``/``seed`` default to the ``<method>-s<seed>`` name)."""
-    import json
-
     name = path.name
     if method is None or seed is None:
         head, sep, tail = name.rpartition("-s")
@@ -149,7 +199,7 @@ def load_run(path: Path, method: str | None = None, seed: int | None = None) -> 
             method, seed = (method or head), (seed if seed is not None else int(tail))
         else:
             method, seed = method or name, seed if seed is not None else 0
-    summary = json.loads((path / "summary.json").read_text())
+    summary = read_summary(path / "summary.json")
     return RunData(
         name=name,
         method=method,
@@ -617,7 +667,7 @@ def _markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
                 m,
                 str(len(mruns)),
                 str(states.count("failed")),
-                str(states.count("pending") + states.count("running")),
+                str(sum(states.count(s) for s in ("pending", "running", "interrupted"))),
                 ", ".join(str(r.seed) for r in sorted(mruns, key=lambda r: r.seed)) or "–",
                 _num(float(np.nanmean(walls)), 3) if mruns else "–",
                 _num(float(np.nanmean(sps_)), 4) if mruns else "–",
@@ -727,9 +777,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
 
     matplotlib.use("Agg", force=True)
     sweep = Path(sweep_dir)
+    out_dir = check_output_dir(out if out else sweep / "report", "report")
     rep = build_report(sweep)
-    out_dir = Path(out) if out else sweep / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "report")
     atomic_write_text(
         out_dir / "summary.csv",
         _csv_text(

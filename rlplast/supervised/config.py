@@ -23,6 +23,7 @@ from rlplast.config import _build, _f, _to_dict, apply_overrides, deep_merge, re
 from rlplast.errors import UserError
 
 __all__ = [
+    "N_DIGITS",
     "MetricsSettings",
     "RegularizerConfig",
     "ShrinkPerturbConfig",
@@ -32,6 +33,11 @@ __all__ = [
     "load_supervised_config",
     "supervised_config_from_dict",
 ]
+
+#: Images in scikit-learn's bundled digits data set (the most ``n_samples`` can be).
+N_DIGITS = 1797
+#: The smallest ``n_samples`` (ten classes need a few samples each).
+MIN_SAMPLES = 10
 
 
 @dataclass
@@ -99,7 +105,9 @@ class SupervisedConfig:
     lr: float = _f(0.01, "SGD learning rate (plain SGD, no momentum)", min=0.0, exclusive_min=True)
     batch_size: int = _f(1, "minibatch size (the paper: 1)", min=1)
     hidden: list[int] = _f([100, 100, 100], "hidden layer sizes of the ReLU MLP")
-    n_samples: int | None = _f(None, "use only the first N digits (null = all 1797); for quick runs", min=10)
+    n_samples: int | None = _f(
+        None, f"use only the first N digits (null = all {N_DIGITS}); for quick runs", min=MIN_SAMPLES
+    )
     test_fraction: float = _f(
         0.0, "held-out fraction (stratified, seeded); warm_start needs > 0", min=0.0, max=0.9
     )
@@ -124,6 +132,11 @@ class SupervisedConfig:
 
 
 def _validate(cfg: SupervisedConfig) -> None:
+    if cfg.n_samples is not None and cfg.n_samples > N_DIGITS:
+        raise UserError(
+            f"n_samples: must be between {MIN_SAMPLES} and {N_DIGITS} (the digits data set has {N_DIGITS} "
+            f"images; null = all of them), got {cfg.n_samples}"
+        )
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise UserError(f"hidden: expected a non-empty list of positive sizes, got {cfg.hidden}")
     if cfg.regularizer.coef > 0 and cfg.batch_size < 2:
@@ -171,6 +184,13 @@ def load_supervised_config(
         The validated config.
     """
     data = _read_with_parents(Path(path)) if path is not None else {}
+    for text in overrides or []:
+        # The supervised keys are mostly flat (n_tasks=20), some nested (regularizer.coef=0.05).
+        dotted = text.split("=", 1)[0].strip()
+        if "=" not in text or not all(dotted.split(".")):
+            raise UserError(
+                f"--set expects key=value, e.g. n_tasks=20 or regularizer.coef=0.05; got {text!r}"
+            )
     return supervised_config_from_dict(apply_overrides(data, overrides or []))
 
 

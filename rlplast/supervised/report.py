@@ -35,9 +35,11 @@ from rlplast.report import (
     _num,
     _save_png,
     _table,
+    check_output_dir,
+    make_output_dir,
 )
 from rlplast.stats import pearson, spearman, t_interval
-from rlplast.supervised.config import SupervisedConfig, dump_supervised_config
+from rlplast.supervised.config import N_DIGITS, SupervisedConfig, dump_supervised_config
 from rlplast.supervised.track import (
     NC_KEYS,
     PLASTICITY_KEYS,
@@ -94,14 +96,14 @@ PLOT_METRICS = ("nc1_quotient", "nc2_etf_error", "nc3", "nc4_agreement", "srank"
 # ------------------------------------------------------------------------------------ running
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a non-empty existing folder unless ``overwrite`` (then clear our files)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path exists and is not a directory: {out}")
+    check_output_dir(out, "report")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
+        make_output_dir(out, "report")  # writable, before anything is removed
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "report")
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:
@@ -156,7 +158,7 @@ def run_supervised(
 
 
 def _n_train(cfg: SupervisedConfig) -> int:
-    n = cfg.n_samples or 1797
+    n = cfg.n_samples or N_DIGITS
     return n - int(sum(round(cfg.test_fraction * c) for c in _class_counts(n)))
 
 

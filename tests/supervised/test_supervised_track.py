@@ -197,6 +197,10 @@ def test_overlay_configs_extend_the_base() -> None:
         ("regularizer.variant=svd", "not allowed"),
         ("batch_size=0", "must be >= 1"),
         ("mode=warm_start", "test_fraction > 0"),
+        ("n_samples=5000", "n_samples: must be between 10 and 1797"),
+        ("n_samples=1798", "n_samples: must be between 10 and 1797"),
+        ("bad", "--set expects key=value, e.g. n_tasks=20"),
+        ("=3", "--set expects key=value"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(override: str, message: str, capsys, tmp_path: Path) -> None:
@@ -214,6 +218,32 @@ def test_bad_config_exits_2_with_one_line(override: str, message: str, capsys, t
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("rlplast: error:") and message in err
     assert not (tmp_path / "o").exists()
+
+
+def test_set_format_error_does_not_ask_for_sections(capsys, tmp_path: Path) -> None:
+    code = main(
+        ["supervised", str(CONFIGS / "continual_digits.yaml"), "--set", "n_tasks", "--out", str(tmp_path)]
+    )
+    assert code == 2 and "section" not in capsys.readouterr().err
+
+
+def test_all_digits_is_the_most_n_samples_can_be() -> None:
+    assert load_supervised_config(None, ["n_samples=1797"]).n_samples == 1797
+
+
+@pytest.mark.parametrize("where", ["/proc/x/y", "afile", "afile/sub"])
+def test_out_that_cannot_be_created_exits_2(where: str, capsys, tmp_path: Path) -> None:
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    argv = ["supervised", str(CONFIGS / "continual_digits.yaml"), "--out", out, "--quiet"]
+    assert main([*argv, *(x for s in TINY for x in ("--set", s))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"rlplast: error: cannot create report directory {out}: "), err
+    assert afile.read_text() == "keep me\n"
 
 
 def test_load_errors_are_user_errors(tmp_path: Path) -> None:
