@@ -58,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods", required=True, help="comma-separated method names (methods/<name>.yaml) or .yaml paths"
     )
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..S-1 (default 5)")
+    p.add_argument(
+        "--seeds", type=int, default=5, help="number of seeds, 0..S-1 (default 5); sets each run's train.seed"
+    )
     p.add_argument("--workers", type=int, help="parallel runs (default: os.cpu_count())")
-    p.add_argument("--backend", choices=["local", "ray"], default="local", help="process pool or Ray tasks")
-    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="local worker processes or Ray tasks"
+    )
+    p.add_argument(
+        "--ray-address", help="address of a running Ray cluster (needs --backend ray; default: a local Ray)"
+    )
     p.add_argument("--out", help="sweep directory (default: sweeps/<config stem>)")
     _add_common_overrides(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -7,8 +7,13 @@ grid writes an ordinary run directory ``<out>/runs/<method>-s<seed>/``; the swee
 
 Run states: ``pending`` (planned), ``running`` (handed to a worker), ``done`` (``summary.json``
 written), ``failed`` (the worker raised; the message is in the manifest and the traceback in the
-run's ``error.txt``). Rerunning the same command skips ``done`` runs whose ``summary.json`` exists
-and restarts every other run from scratch (its partial run directory is deleted first).
+run's ``error.txt``), ``interrupted`` (SIGTERM/SIGINT stopped the sweep; the run wrote a checkpoint
+if it was training). Rerunning the same command skips ``done`` runs whose ``summary.json`` exists,
+continues every other run from its checkpoint (same resolved config) or else restarts it from
+scratch (its partial run directory is deleted first).
+
+Everything ``rlplast train`` rejects before it writes (config, env id and action space, interventions,
+metric names, device) is checked for every run in the parent before the sweep directory is created.
 
 Example:
     >>> result = run_compare("configs/cartpole.yaml", ["vanilla", "reset"], seeds=2)  # doctest: +SKIP
@@ -18,26 +23,29 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rlplast.config import dump_config, load_config, read_yaml
-from rlplast.errors import UserError, closest
+from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
+from rlplast.errors import TrainingStopped, UserError, closest
 from rlplast.io import atomic_write_json, atomic_write_text
 
 MANIFEST = "manifest.json"
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed", "interrupted")
+#: Signals that stop a sweep gracefully (the workers checkpoint); exit code 128 + signal number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: Overrides every sweep run gets: no progress bar and one torch thread per worker process
 #: (two 2-thread processes on 2 cores run ~7× slower than two 1-thread ones).
 WORKER_OVERRIDES = ["train.progress=false", "train.torch_threads=1"]
@@ -62,6 +70,8 @@ class RunSpec:
     overlay: dict[str, Any]
     overrides: list[str]
     config_hash: str = ""
+    overlay_path: Path | None = None
+    config: Config | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -79,6 +89,7 @@ class SweepResult:
         skipped: runs already done before this invocation.
         done: runs finished in this invocation.
         failed: names of runs that failed.
+        interrupted: names of runs a signal stopped (see :func:`run_compare`).
         report_dir: where the report was written (None when no run finished).
         wall_time_s: wall time of this invocation.
     """
@@ -88,6 +99,7 @@ class SweepResult:
     skipped: int = 0
     done: int = 0
     failed: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
     report_dir: Path | None = None
     wall_time_s: float = 0.0
 
@@ -128,6 +140,53 @@ def parse_methods(text: str | Iterable[str]) -> list[str]:
     return names
 
 
+def _check_overrides(overrides: list[str]) -> None:
+    """Parse every ``--set`` once (format errors first) and refuse ``train.seed`` (``--seeds`` sets it)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts == ["train", "seed"] or (parts == ["train"] and isinstance(value, dict) and "seed" in value):
+            raise UserError(
+                f"--set {text}: compare gives each run its own seed, 0 .. S-1 for --seeds S; "
+                "drop train.seed and use --seeds (one run with a chosen seed: rlplast train --seed N)"
+            )
+
+
+def _run_fixed_overrides(seed: int) -> list[str]:
+    """The overrides every run gets after the user's ``--set``: its seed and the worker settings."""
+    return [f"train.seed={seed}", *WORKER_OVERRIDES]
+
+
+def _blame(
+    exc: UserError,
+    config_path: str | Path,
+    overlay: dict[str, Any],
+    seed: int,
+    method: tuple[str, Path],
+    check: Callable[[Config], None] | None = None,
+) -> UserError:
+    """Prefix ``exc`` with what introduced it: the base config, the method overlay or the ``--set``.
+
+    The layers are added one at a time (base, then the overlay, then ``--set``); the first layer whose
+    config fails (to load, or ``check``) is blamed.
+    """
+
+    def fails(overlays: list[dict[str, Any]]) -> bool:
+        try:
+            cfg = load_config(config_path, _run_fixed_overrides(seed), overlays)
+            if check is not None:
+                check(cfg)
+        except UserError:
+            return True
+        return False
+
+    text = str(exc)
+    if fails([]):
+        return UserError(text if str(config_path) in text else f"{config_path}: {text}")
+    if fails([overlay]):
+        return UserError(f"method '{method[0]}' ({method[1]}): {text}")
+    return UserError(text if text.startswith("--set") else f"--set: {text}")
+
+
 def plan_sweep(
     config_path: str | Path,
     methods: list[str],
@@ -135,15 +194,18 @@ def plan_sweep(
     overrides: list[str] | None = None,
     out: str | Path | None = None,
 ) -> tuple[Path, list[RunSpec]]:
-    """Resolve and validate every run of the grid; touches no file.
+    """Resolve and validate every run's config (as :func:`load_config` does); touches no file.
 
     Raises:
         UserError: unknown method, bad overlay, bad override or invalid resolved config.
     """
     if not Path(config_path).is_file():
         raise UserError(f"config file not found: {config_path}")
+    read_yaml(config_path)  # the config's own YAML errors come first
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    user = list(overrides or [])
+    _check_overrides(user)
     out_dir = Path(out) if out else Path("sweeps") / Path(config_path).stem
     specs: list[RunSpec] = []
     seen: dict[str, str] = {}
@@ -154,16 +216,91 @@ def plan_sweep(
         seen[name] = entry
         overlay = read_yaml(path)
         for seed in range(seeds):
-            run_overrides = [*(overrides or []), f"train.seed={seed}", *WORKER_OVERRIDES]
+            run_overrides = [*user, *_run_fixed_overrides(seed)]
             try:
                 cfg = load_config(config_path, run_overrides, overlays=[overlay])
             except UserError as exc:
-                raise UserError(f"method '{name}' ({path}): {exc}") from None
+                raise _blame(exc, config_path, overlay, seed, (name, path)) from None
             digest = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:16]
-            specs.append(
-                RunSpec(name, seed, out_dir / "runs" / f"{name}-s{seed}", overlay, run_overrides, digest)
-            )
+            run_dir = out_dir / "runs" / f"{name}-s{seed}"
+            specs.append(RunSpec(name, seed, run_dir, overlay, run_overrides, digest, path, cfg))
     return out_dir, specs
+
+
+class _RunChecks:
+    """What ``rlplast train`` rejects before writing anything, checked once per distinct setting.
+
+    Device (:func:`rlplast.train.resolve_device`), env id, action and observation spaces
+    (:func:`rlplast.train.make_env`, one env per distinct env section), policy and features extractor
+    against the observations (:func:`rlplast.train.check_policy_fits`), interventions
+    (:func:`rlplast.interventions.base.build_intervention`) and metric names
+    (:class:`rlplast.callbacks.MetricsProbe`). Only :class:`UserError` is bad input; any other
+    exception is left to the run itself, which then fails in its worker (a run failure).
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[str, tuple[Any, UserError | None]] = {}
+
+    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, computed once per key; a UserError is raised again for every config with that key."""
+        if key not in self.cache:
+            try:
+                self.cache[key] = (fn(), None)
+            except UserError as exc:
+                self.cache[key] = (None, exc)
+            except Exception:  # noqa: BLE001 - not bad input: the run reports it as a failure
+                self.cache[key] = (None, None)
+        value, error = self.cache[key]
+        if error is not None:
+            raise UserError(str(error))
+        return value
+
+    def __call__(self, cfg: Config) -> None:
+        from rlplast.train import check_policy_fits, make_env, resolve_device
+
+        self._once(f"device {cfg.train.device}", lambda: resolve_device(cfg.train.device))
+
+        def observation_space() -> Any:
+            env = make_env(cfg)
+            space = env.observation_space
+            env.close()
+            return space
+
+        env_key = json.dumps([cfg.env.id, cfg.env.kwargs, cfg.env.import_module], sort_keys=True, default=str)
+        space = self._once(f"env {env_key}", observation_space)
+        if space is not None:
+            policy = f"{cfg.agent.policy} {cfg.agent.features_extractor}"
+            self._once(f"policy {policy} {env_key}", lambda: check_policy_fits(cfg, space))
+        for spec in cfg.interventions:
+            from rlplast.interventions.base import build_intervention
+
+            self._once(
+                f"intervention {json.dumps(spec, sort_keys=True, default=str)}",
+                lambda spec=spec: build_intervention(dict(spec)),  # type: ignore[misc]
+            )
+        if cfg.metrics.enabled:
+            from rlplast.callbacks import MetricsProbe
+
+            self._once(
+                f"metrics {json.dumps(list(cfg.metrics.names))}",
+                lambda: MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=False),
+            )
+
+
+def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:
+    """Check every planned run as ``rlplast train`` would before writing (see :class:`_RunChecks`).
+
+    Raises:
+        UserError: the first run that ``rlplast train`` would reject, blamed on its layer.
+    """
+    checks = _RunChecks()
+    for spec in specs:
+        cfg = spec.config or load_config(config_path, spec.overrides, overlays=[spec.overlay])
+        try:
+            checks(cfg)
+        except UserError as exc:
+            method = (spec.method, spec.overlay_path or Path(spec.method))
+            raise _blame(exc, config_path, spec.overlay, spec.seed, method, checks) from None
 
 
 # ------------------------------------------------------------------------------------ manifest
@@ -172,16 +309,38 @@ def _now() -> str:
 
 
 def read_manifest(out: str | Path) -> dict[str, Any] | None:
-    """The sweep manifest, or None when there is none."""
-    import json
+    """The sweep manifest, or None when there is none.
+
+    Raises:
+        UserError: unreadable, not JSON, or not shaped like a manifest (the file is named).
+    """
+    from rlplast.report import json_type
 
     path = Path(out) / MANIFEST
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"cannot read sweep manifest {path}: {exc}") from None
+
+    def bad(what: str) -> UserError:
+        return UserError(f"cannot read sweep manifest {path}: {what}")
+
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object, got {json_type(data)}")
+    runs = data.get("runs", {})
+    if not isinstance(runs, dict):
+        raise bad(f"'runs' must be an object of run entries, got {json_type(runs)}")
+    types = {"run_dir": str, "method": str, "state": str, "seed": int}
+    for name, entry in runs.items():
+        if not isinstance(entry, dict):
+            raise bad(f"run '{name}' must be an object, got {json_type(entry)}")
+        for key, tp in types.items():
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, tp) or isinstance(value, bool)):
+                raise bad(f"run '{name}': '{key}' must be {json_type(tp())}, got {json_type(value)}")
+    return data
 
 
 class Manifest:
@@ -228,12 +387,21 @@ def is_done(spec: RunSpec, entry: dict[str, Any] | None) -> bool:
 
 
 # ------------------------------------------------------------------------------------ workers
+#: Signals a local worker process received (set by its own handler; see :func:`_worker_main`).
+_WORKER_SIGNALS: list[int] = []
+
+
+def _stopped(message: str, start: float) -> dict[str, Any]:
+    return {"ok": False, "stopped": True, "error": message, "wall_time_s": time.perf_counter() - start}
+
+
 def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run_dir: str) -> dict[str, Any]:
     """Train one run of the grid (in a worker process). Never raises for a training failure.
 
     Returns:
-        ``{"ok": True, "wall_time_s": …, "summary": …}`` or ``{"ok": False, "error": one line, …}``
-        (the full traceback is written to ``<run_dir>/error.txt``).
+        ``{"ok": True, "wall_time_s": …, "summary": …}``, ``{"ok": False, "error": one line, …}``
+        (the full traceback is written to ``<run_dir>/error.txt``) or, when a signal stopped the run
+        (after its checkpoint), ``{"ok": False, "stopped": True, "error": one line, …}``.
     """
     from rlplast.threads import set_cpu_threads
     from rlplast.train import resume_training, run_training
@@ -242,6 +410,8 @@ def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run
     start = time.perf_counter()
     try:
         cfg = load_config(config_path, overrides, overlays=[overlay])
+        if _WORKER_SIGNALS:  # stopped while starting up: nothing to checkpoint yet
+            return _stopped(f"received {signal.Signals(_WORKER_SIGNALS[0]).name} before training", start)
         summary = None
         if _resumable(Path(run_dir), dump_config(cfg)):
             with contextlib.suppress(UserError):  # every checkpoint corrupt: start again below
@@ -249,13 +419,21 @@ def run_one(config_path: str, overlay: dict[str, Any], overrides: list[str], run
         if summary is None:
             summary = run_training(cfg, run_dir, overwrite=True, quiet=True)
         return {"ok": True, "wall_time_s": time.perf_counter() - start, "summary": summary}
+    except TrainingStopped as exc:
+        if exc.exit_code > 128:  # a signal: the checkpoint is written, the run continues on a rerun
+            return _stopped(str(exc).splitlines()[0].split("; continue with")[0], start)
+        return _failure(run_dir, exc, start)
     except BaseException as exc:  # noqa: BLE001 - a worker reports every failure to the parent
         if isinstance(exc, KeyboardInterrupt):
             raise
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(run_dir) / "error.txt", traceback.format_exc())
-        line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-        return {"ok": False, "error": line, "wall_time_s": time.perf_counter() - start}
+        return _failure(run_dir, exc, start)
+
+
+def _failure(run_dir: str, exc: BaseException, start: float) -> dict[str, Any]:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(run_dir) / "error.txt", traceback.format_exc())
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    return {"ok": False, "error": line, "wall_time_s": time.perf_counter() - start}
 
 
 def _resumable(run_dir: Path, config_text: str) -> bool:
@@ -275,10 +453,102 @@ def _init_worker() -> None:
         os.environ.setdefault(var, "1")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker (a graceful stop) when its parent dies, even of SIGKILL.
+
+    With the forkserver start method the parent is the fork server, which exits with the sweep.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):  # best effort
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
+def _worker_main(conn: Any) -> None:
+    """A local worker process: runs ``(config_path, overlay, overrides, run_dir)`` tasks from ``conn``.
+
+    Each result goes back through ``conn``; ``None`` (or a closed pipe) ends the worker. SIGTERM and
+    SIGINT only mark the worker as stopping while it is idle or starting a run (it then skips the
+    run); during training :func:`rlplast.train.run_training`'s own handler checkpoints and stops.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: _WORKER_SIGNALS.append(signum))
+    _die_with_parent()
+    _init_worker()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if task is None:
+            return
+        _WORKER_SIGNALS.clear()  # the parent sends no task while it is stopping
+        try:
+            result = run_one(*task)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt from a stray handler
+            result = {"ok": False, "stopped": True, "error": type(exc).__name__, "wall_time_s": 0.0}
+        try:
+            conn.send(result)
+        except OSError:
+            return
+
+
 def _mp_context() -> multiprocessing.context.BaseContext:
     # fork after torch has started threads can deadlock; forkserver is faster than spawn.
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class _StopRequest:
+    """The parent's SIGTERM/SIGINT handler: the first signal stops the sweep, a second one forces it."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.notice: Callable[[str], None] | None = None
+        self._noticed = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)  # no I/O here: the main loop reports it (see acknowledge)
+
+    def acknowledge(self, running: int) -> None:
+        """Report each new stop request once (from the main loop, not the signal handler)."""
+        if self.notice is None or self._noticed == len(self.received):
+            return
+        self._noticed = len(self.received)
+        if self.forced:
+            self.notice(f"received {signal.Signals(self.received[-1]).name} again: killing {running} workers")
+        else:
+            self.notice(
+                f"received {self.name}: stopping {running} running runs (each writes a checkpoint "
+                "first); send it again to kill them"
+            )
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def forced(self) -> bool:
+        return len(self.received) > 1
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received[0]).name if self.received else ""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        previous: dict[signal.Signals, Any] = {}
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: signals keep their handlers
+                previous[sig] = signal.signal(sig, self)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class _Progress:
@@ -298,12 +568,20 @@ class _Progress:
         left = self.total - self.count
         eta = elapsed / self.finished_here * left
         what = f"done in {wall:.1f} s" if ok else f"FAILED: {error}"
-        print(
-            f"rlplast compare: [{self.count}/{self.total}] {name} {what}; elapsed {elapsed:.0f} s, "
-            f"ETA {eta:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        self.say(f"[{self.count}/{self.total}] {name} {what}; elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"rlplast compare: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Worker:
+    """A local worker process, its end of the task pipe, and the run it is training (if any)."""
+
+    process: Any
+    conn: Any
+    spec: RunSpec | None = None
 
 
 def _run_local(
@@ -312,29 +590,98 @@ def _run_local(
     workers: int,
     on_start: Callable[[RunSpec], None],
     on_end: Callable[[RunSpec, dict[str, Any]], None],
+    stop: _StopRequest | None = None,
 ) -> None:
-    with ProcessPoolExecutor(
-        max_workers=max(1, min(workers, len(todo))), mp_context=_mp_context(), initializer=_init_worker
-    ) as pool:
-        futures: dict[Future, RunSpec] = {}
-        try:
-            for spec in todo:
-                futures[
-                    pool.submit(run_one, config_path, spec.overlay, spec.overrides, str(spec.run_dir))
-                ] = spec
+    """Up to ``workers`` worker processes (forkserver, else spawn), each training one run at a time.
+
+    The parent hands out the runs and so knows which worker trains which run. On a stop request no
+    run is handed out any more and the busy workers get SIGTERM (again every second until they
+    answer: one still setting up its run checkpoints once training has begun); a second request
+    kills them. A worker that exits without answering "died"; its run is failed, and a fresh worker
+    takes the next run.
+    """
+    stop = stop or _StopRequest()
+    ctx: Any = _mp_context()  # typeshed's BaseContext lacks Process
+    queue = list(todo)
+    pool: list[_Worker] = []
+    last_term, killed = -1.0, False
+
+    def finish(worker: _Worker, result: dict[str, Any]) -> None:
+        spec, worker.spec = worker.spec, None
+        assert spec is not None
+        on_end(spec, result)
+
+    try:
+        while True:
+            while queue and not stop.requested:
+                idle = next((w for w in pool if w.spec is None), None)
+                if idle is None and len(pool) < workers:
+                    parent_end, child_end = ctx.Pipe()
+                    idle = _Worker(
+                        ctx.Process(target=_worker_main, args=(child_end,), name="rlplast-worker"), parent_end
+                    )
+                    idle.process.start()
+                    child_end.close()
+                    pool.append(idle)
+                if idle is None:
+                    break
+                spec = queue.pop(0)
+                try:
+                    idle.conn.send((config_path, spec.overlay, spec.overrides, str(spec.run_dir)))
+                except OSError:  # the idle worker is gone: another one takes the run
+                    queue.insert(0, spec)
+                    pool.remove(idle)
+                    continue
+                idle.spec = spec
                 on_start(spec)
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool as exc:
-                        result = {"ok": False, "error": f"worker process died: {exc}", "wall_time_s": 0.0}
-                    on_end(futures[fut], result)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            busy = [w for w in pool if w.spec is not None]
+            if not busy:
+                break  # all done, or stopped before the queue was empty
+            stop.acknowledge(len(busy))
+            if stop.forced and not killed:
+                for w in busy:
+                    w.process.kill()
+                killed = True
+            elif stop.requested and not killed and time.monotonic() - last_term >= 1.0:
+                for w in busy:
+                    w.process.terminate()  # SIGTERM: checkpoint and stop
+                last_term = time.monotonic()
+            multiprocessing.connection.wait(
+                [x for w in busy for x in (w.conn, w.process.sentinel)], timeout=0.5
+            )
+            for w in busy:
+                result = None
+                with contextlib.suppress(EOFError, OSError):
+                    if w.conn.poll():
+                        result = w.conn.recv()
+                if result is not None:
+                    finish(w, result)
+                elif not w.process.is_alive():
+                    w.process.join()
+                    pool.remove(w)
+                    w.conn.close()
+                    finish(w, _died(w.process.exitcode, stop.requested))
+    finally:
+        for w in pool:
+            if w.spec is None:
+                with contextlib.suppress(OSError):
+                    w.conn.send(None)
+            else:  # only after an error in the parent itself: let the run checkpoint
+                w.process.terminate()
+        for w in pool:
+            w.process.join(timeout=30)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+
+
+def _died(exitcode: int, stopping: bool) -> dict[str, Any]:
+    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit code {exitcode}"
+    result: dict[str, Any] = {"ok": False, "error": f"worker process died ({how})", "wall_time_s": 0.0}
+    if stopping:
+        result["stopped"] = True
+    return result
 
 
 def _import_ray() -> Any:
@@ -356,7 +703,9 @@ def _run_ray(
     address: str | None,
     on_start: Callable[[RunSpec], None],
     on_end: Callable[[RunSpec, dict[str, Any]], None],
+    stop: _StopRequest | None = None,
 ) -> None:
+    stop = stop or _StopRequest()
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -369,6 +718,7 @@ def _run_ray(
         task = ray.remote(num_cpus=1, max_retries=0)(run_one)
         queue = list(todo)
         running: dict[Any, RunSpec] = {}
+        cancelled = False
 
         def submit() -> None:
             spec = queue.pop(0)
@@ -380,15 +730,23 @@ def _run_ray(
         while queue and len(running) < workers:
             submit()
         while running:
-            finished, _ = ray.wait(list(running), num_returns=1)
+            stop.acknowledge(len(running))
+            if stop.requested and not cancelled:
+                # Ray tasks get no graceful stop: cancelling them keeps their last periodic checkpoint.
+                for ref in running:
+                    ray.cancel(ref, force=stop.forced)
+                cancelled = True
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             for ref in finished:
                 try:
                     result = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a lost worker or node
+                except Exception as exc:  # noqa: BLE001 - a lost worker or node, or a cancelled task
                     line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     result = {"ok": False, "error": f"ray task failed: {line}", "wall_time_s": 0.0}
+                    if stop.requested:
+                        result.update(stopped=True, error=f"cancelled after {stop.name}")
                 on_end(running.pop(ref), result)
-                if queue:
+                if queue and not stop.requested:
                     submit()
     finally:
         if started_here:
@@ -396,6 +754,47 @@ def _run_ray(
 
 
 # ------------------------------------------------------------------------------------ the sweep
+def _check_out_dir(out_dir: Path, report: bool) -> None:
+    """Refuse an unusable sweep directory before anything is written."""
+    from rlplast.report import check_output_dir
+
+    check_output_dir(out_dir, "sweep")
+    if report:
+        check_output_dir(out_dir / "report", "report")
+    if out_dir.is_dir() and not (out_dir / MANIFEST).exists():
+        held = [f for f in ("config.yaml", "summary.json") if (out_dir / f).exists()]
+        if held:
+            raise UserError(
+                f"--out {out_dir} holds a training run ({', '.join(held)}) and no {MANIFEST}, so it is not "
+                "a sweep directory; choose another --out"
+            )
+
+
+def _check_previous(out_dir: Path, specs: list[RunSpec]) -> dict[str, Any]:
+    """The previous manifest, after checking that what it calls done can be kept and reported."""
+    from rlplast.report import read_summary
+
+    previous = read_manifest(out_dir) or {}
+    entries: dict[str, dict[str, Any]] = previous.get("runs", {})
+    grid = {spec.name: spec for spec in specs}
+    for name, entry in entries.items():
+        spec = grid.get(name)
+        run_dir = spec.run_dir if spec else out_dir / entry.get("run_dir", f"runs/{name}")
+        if entry.get("state") != "done" or not (run_dir / "summary.json").is_file():
+            continue
+        if spec and entry.get("config_hash") not in (None, spec.config_hash):
+            raise UserError(
+                f"{out_dir} already holds run {spec.name} made with a different config; "
+                "choose another --out (or delete that sweep)"
+            )
+        try:
+            read_summary(run_dir / "summary.json")
+        except UserError as exc:
+            todo = "to rerun it" if spec else "to leave it out of the report"
+            raise UserError(f"{exc}; the run is marked done: delete {run_dir} {todo}") from None
+    return previous
+
+
 def run_compare(
     config_path: str | Path,
     methods: list[str],
@@ -414,20 +813,24 @@ def run_compare(
         config_path: the base YAML config.
         methods: method names (``methods/<name>.yaml`` beside the config) or ``.yaml`` paths.
         seeds: seeds ``0 .. seeds-1``.
-        overrides: ``--set`` overrides applied to every run.
+        overrides: ``--set`` overrides applied to every run (not ``train.seed``: use ``seeds``).
         out: the sweep directory (default ``sweeps/<config stem>``).
         workers: runs at once (default ``os.cpu_count()``; on a Ray cluster given by ``ray_address``,
             the default is no cap: Ray schedules the runs by free CPUs).
-        backend: ``local`` (process pool) or ``ray``.
-        ray_address: address of an existing Ray cluster (``ray`` backend; default: a local one).
+        backend: ``local`` (one process per run) or ``ray``.
+        ray_address: address of an existing Ray cluster (``ray`` backend only; default: a local one).
         quiet: no progress lines.
         report: write the report when the grid is finished.
 
     Raises:
         UserError: bad input, found before any run starts.
+        TrainingStopped: SIGTERM or SIGINT stopped the sweep (``exit_code`` 128 + the signal number);
+            the unfinished runs are marked ``interrupted`` and continue on a rerun.
     """
     if backend not in ("local", "ray"):
         raise UserError(f"--backend: unknown backend '{backend}'; valid: local, ray")
+    if ray_address and backend != "ray":
+        raise UserError(f"--ray-address needs --backend ray (the backend is '{backend}')")
     # On a Ray cluster without --workers every run is submitted at once (Ray queues them by free
     # CPUs); everywhere else at most `workers` runs go at once.
     uncapped = workers is None and backend == "ray" and bool(ray_address)
@@ -436,66 +839,77 @@ def run_compare(
         raise UserError(f"--workers must be >= 1, got {workers}")
     overrides = list(overrides or [])
     out_dir, specs = plan_sweep(config_path, methods, seeds, overrides, out)
+    _check_out_dir(out_dir, report)
     if backend == "ray":
         _import_ray()  # fail before anything starts
+    _check_previous(out_dir, specs)
+    check_runs(config_path, specs)
 
-    previous = read_manifest(out_dir) or {}
-    for spec in specs:
-        entry = previous.get("runs", {}).get(spec.name)
-        if entry and is_done(spec, entry) and entry.get("config_hash") not in (None, spec.config_hash):
-            raise UserError(
-                f"{out_dir} already holds run {spec.name} made with a different config; "
-                "choose another --out (or delete that sweep)"
-            )
+    from rlplast.report import make_output_dir
 
     start = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out_dir, config_path, overrides)
-    todo: list[RunSpec] = []
-    for spec in specs:
-        if is_done(spec, manifest.runs.get(spec.name)):
-            continue
-        if spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir():
-            shutil.rmtree(spec.run_dir)  # a partial run without checkpoints: start it again
-        manifest.runs.pop(spec.name, None)
-        todo.append(spec)
-    for spec in todo:
-        manifest.set(spec, "pending", error=None, wall_time_s=None)
-    result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
-    progress = _Progress(len(specs), result.skipped, quiet)
-    if not quiet:
-        print(
-            f"rlplast compare: {len(specs)} runs ({len(methods)} methods × {seeds} seeds), "
+    stop = _StopRequest()
+    with stop.installed():
+        make_output_dir(out_dir, "sweep")
+        manifest = Manifest(out_dir, config_path, overrides)
+        todo: list[RunSpec] = []
+        for spec in specs:
+            if is_done(spec, manifest.runs.get(spec.name)):
+                continue
+            if spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir():
+                shutil.rmtree(spec.run_dir)  # a partial run without checkpoints: start it again
+            manifest.runs.pop(spec.name, None)
+            todo.append(spec)
+        for spec in todo:
+            manifest.set(spec, "pending", error=None, wall_time_s=None)
+        result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
+        progress = _Progress(len(specs), result.skipped, quiet)
+        progress.say(
+            f"{len(specs)} runs ({len(methods)} methods × {seeds} seeds), "
             f"{result.skipped} already done, {len(todo)} to run on {backend} "
             f"{'(as the cluster allows)' if uncapped else f'with {workers} workers'}; "
-            f"sweep directory: {out_dir}",
-            file=sys.stderr,
-            flush=True,
+            f"sweep directory: {out_dir}"
         )
 
-    notes: dict[str, list[str]] = {}  # note -> runs that reported it (workers run quietly)
+        notes: dict[str, list[str]] = {}  # note -> runs that reported it (workers run quietly)
+        stop.notice = progress.say
 
-    def on_start(spec: RunSpec) -> None:
-        manifest.set(spec, "running", started=_now())
+        def on_start(spec: RunSpec) -> None:
+            manifest.set(spec, "running", started=_now())
 
-    def on_end(spec: RunSpec, res: dict[str, Any]) -> None:
-        wall = float(res.get("wall_time_s") or 0.0)
-        if res.get("ok"):
-            manifest.set(spec, "done", error=None, wall_time_s=wall, finished=_now())
-            result.done += 1
-            for note in (res.get("summary") or {}).get("notes", []):
-                notes.setdefault(note, []).append(spec.name)
-        else:
-            manifest.set(spec, "failed", error=res.get("error"), wall_time_s=wall, finished=_now())
-            result.failed.append(spec.name)
-        progress.update(spec.name, bool(res.get("ok")), wall, str(res.get("error") or ""))
+        def on_end(spec: RunSpec, res: dict[str, Any]) -> None:
+            wall = float(res.get("wall_time_s") or 0.0)
+            if res.get("ok"):
+                manifest.set(spec, "done", error=None, wall_time_s=wall, finished=_now())
+                result.done += 1
+                for note in (res.get("summary") or {}).get("notes", []):
+                    notes.setdefault(note, []).append(spec.name)
+            elif res.get("stopped"):
+                manifest.set(spec, "interrupted", error=res.get("error"), wall_time_s=wall, finished=_now())
+                result.interrupted.append(spec.name)
+                progress.say(f"{spec.name} interrupted: {res.get('error')}")
+                return
+            else:
+                manifest.set(spec, "failed", error=res.get("error"), wall_time_s=wall, finished=_now())
+                result.failed.append(spec.name)
+            progress.update(spec.name, bool(res.get("ok")), wall, str(res.get("error") or ""))
 
-    if todo:
-        if backend == "ray":
-            limit = len(todo) if uncapped else workers
-            _run_ray(str(config_path), todo, limit, ray_address, on_start, on_end)
-        else:
-            _run_local(str(config_path), todo, workers, on_start, on_end)
+        if todo and not stop.requested:
+            if backend == "ray":
+                limit = len(todo) if uncapped else workers
+                _run_ray(str(config_path), todo, limit, ray_address, on_start, on_end, stop)
+            else:
+                _run_local(str(config_path), todo, workers, on_start, on_end, stop)
+        if stop.requested:
+            for spec in todo:
+                if manifest.runs.get(spec.name, {}).get("state") in ("pending", "running"):
+                    manifest.set(spec, "interrupted", error=f"not started: {stop.name}")
+                    result.interrupted.append(spec.name)
+            raise TrainingStopped(
+                f"received {stop.name}: {len(result.interrupted)} unfinished runs marked interrupted "
+                f"({result.done} finished); rerun the same command to continue them (sweep: {out_dir})",
+                exit_code=128 + stop.received[0],
+            )
     result.wall_time_s = time.perf_counter() - start
     if not quiet:
         for note, names in notes.items():

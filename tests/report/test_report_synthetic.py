@@ -96,3 +96,73 @@ def test_metric_means_and_correlation_points(tmp_path: Path):
     assert first and first[0].pearson.n == 21 and first[0].pearson.r == pytest.approx(1.0)
     later = [c for c in rep.correlations if c.scope == "m" and c.phase.startswith("tasks >= 1")]
     assert later[0].pearson.n == 3 and later[0].pearson.reason == "constant input"  # NC1 9 everywhere
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("rlplast: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _two_runs(root: Path) -> Path:
+    for seed, offset in ((0, 0.0), (1, 1.0)):
+        _write_run(root / "runs" / f"m-s{seed}", _episodes(offset))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[1, 2]", "expected a JSON object, got an array"),
+        ("3", "expected a JSON object, got a number"),
+        ('{"runs": [1]}', "'runs' must be an object of run entries, got an array"),
+        ('{"runs": {"m-s0": "done"}}', "run 'm-s0' must be an object, got a string"),
+        ('{"runs": {"m-s0": {"state": "done", "run_dir": 5}}}', "run 'm-s0': 'run_dir' must be a string"),
+        ('{"runs": {"m-s0": {"state": "done", "seed": "x"}}}', "run 'm-s0': 'seed' must be a number"),
+    ],
+)
+def test_report_names_a_manifest_that_is_not_a_manifest(tmp_path: Path, capsys, text: str, problem: str):
+    sweep = _two_runs(tmp_path)
+    (sweep / "manifest.json").write_text(text)
+    assert main(["report", str(sweep)]) == 2
+    assert f"cannot read sweep manifest {sweep / 'manifest.json'}: {problem}" in _one_line_error(capsys)
+    assert not (sweep / "report").exists()
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{bad", "Expecting property name"), ("[]", "got an array")])
+def test_report_names_a_corrupt_run_summary(tmp_path: Path, capsys, text: str, problem: str):
+    sweep = _two_runs(tmp_path)
+    (sweep / "runs" / "m-s1" / "summary.json").write_text(text)
+    assert main(["report", str(sweep)]) == 2
+    err = _one_line_error(capsys)
+    assert f"cannot read run summary {sweep / 'runs' / 'm-s1' / 'summary.json'}: " in err and problem in err
+    assert not (sweep / "report").exists()
+
+
+def test_report_names_a_csv_it_cannot_decode(tmp_path: Path, capsys):
+    sweep = _two_runs(tmp_path)
+    (sweep / "runs" / "m-s1" / "episodes.csv").write_bytes(b"step,episode_return\n\xff\xfe\n")
+    assert main(["report", str(sweep)]) == 2
+    assert f"cannot read {sweep / 'runs' / 'm-s1' / 'episodes.csv'}: " in _one_line_error(capsys)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_report_out_that_cannot_be_created(tmp_path: Path, capsys):
+    sweep = _two_runs(tmp_path)
+    assert main(["report", str(sweep), "--out", "/proc/x/y"]) == 2
+    assert "cannot create report directory /proc/x/y: " in _one_line_error(capsys)
+
+
+def test_report_out_is_a_file_or_below_one(tmp_path: Path, capsys):
+    sweep = _two_runs(tmp_path / "sweep")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    for out in (afile, afile / "sub"):
+        assert main(["report", str(sweep), "--out", str(out)]) == 2
+        assert f"cannot create report directory {out}: " in _one_line_error(capsys)
+    assert afile.read_text() == "keep me\n"
+    (sweep / "report").write_text("not a folder\n")  # the default --out
+    assert main(["report", str(sweep)]) == 2
+    assert "it exists and is not a directory" in _one_line_error(capsys)
+    assert (sweep / "report").read_text() == "not a folder\n"
