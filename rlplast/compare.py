@@ -795,6 +795,39 @@ def _check_previous(out_dir: Path, specs: list[RunSpec]) -> dict[str, Any]:
     return previous
 
 
+def _finished_unrecorded(specs: list[RunSpec], previous: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Finished runs of this grid that the manifest does not record as done, by run name.
+
+    A run can finish after its parent stopped listening (the parent was killed) or the manifest can be
+    lost; such a run directory holds ``summary.json``. It is kept and counted as done when its
+    ``config.yaml`` is this run's resolved config, never trained again or deleted.
+
+    Raises:
+        UserError: a finished run directory made with another config (nothing is touched).
+    """
+    from rlplast.config import dump_config
+    from rlplast.report import read_summary
+
+    entries: dict[str, dict[str, Any]] = previous.get("runs", {})
+    found: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if is_done(spec, entries.get(spec.name)) or not (spec.run_dir / "summary.json").is_file():
+            continue
+        config_file = spec.run_dir / "config.yaml"
+        same = (
+            spec.config is not None
+            and config_file.is_file()
+            and config_file.read_text() == dump_config(spec.config)
+        )
+        if not same:
+            raise UserError(
+                f"{spec.run_dir} holds a finished run with a different config.yaml; "
+                "move it away or choose another --out"
+            )
+        found[spec.name] = read_summary(spec.run_dir / "summary.json")
+    return found
+
+
 def run_compare(
     config_path: str | Path,
     methods: list[str],
@@ -842,7 +875,8 @@ def run_compare(
     _check_out_dir(out_dir, report)
     if backend == "ray":
         _import_ray()  # fail before anything starts
-    _check_previous(out_dir, specs)
+    previous = _check_previous(out_dir, specs)
+    finished = _finished_unrecorded(specs, previous)
     check_runs(config_path, specs)
 
     from rlplast.report import make_output_dir
@@ -855,6 +889,10 @@ def run_compare(
         todo: list[RunSpec] = []
         for spec in specs:
             if is_done(spec, manifest.runs.get(spec.name)):
+                continue
+            if spec.name in finished:  # finished while the manifest was not listening: keep it
+                wall = finished[spec.name].get("wall_time_s")
+                manifest.set(spec, "done", error=None, wall_time_s=wall, finished=_now())
                 continue
             if spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir():
                 shutil.rmtree(spec.run_dir)  # a partial run without checkpoints: start it again

@@ -235,3 +235,32 @@ def test_metric_notes_are_printed_once_per_sweep_not_per_run(setup: Path, capfd)
         notes = json.loads((out / "runs" / f"vanilla-s{seed}" / "summary.json").read_text())["notes"]
         assert any("C_eff=0 < 2" in n for n in notes), notes
         assert {ln.split("runs: ", 1)[1] for ln in note_lines} == set(notes)
+
+
+@pytest.mark.parametrize("lost", ["manifest", "entry"])
+def test_finished_run_the_manifest_does_not_record_is_kept_not_retrained(setup: Path, capsys, lost):
+    """A run that finished while its parent was not listening (killed, or the manifest lost) is
+    counted as done; one with another config.yaml is refused, and nothing in it is touched."""
+    out = setup / "sweep"
+    assert _compare(setup / "base.yaml", out, "vanilla", seeds=1) == 0
+    run = out / "runs" / "vanilla-s0"
+    before = {p.name: _stat(p) for p in run.iterdir() if p.is_file()}
+    if lost == "manifest":
+        (out / "manifest.json").unlink()
+    else:
+        manifest = read_manifest(out)
+        manifest["runs"]["vanilla-s0"]["state"] = "running"
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    assert _compare(setup / "base.yaml", out, "vanilla", seeds=1) == 0
+    assert {p.name: _stat(p) for p in run.iterdir() if p.is_file()} == before  # not retrained
+    assert read_manifest(out)["runs"]["vanilla-s0"]["state"] == "done"
+
+    (out / "manifest.json").unlink()
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 7", 1))
+    before = {p.name: (_stat(p), p.read_bytes()) for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert _compare(setup / "base.yaml", out, "vanilla", seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config.yaml" in err[0] and "vanilla-s0" in err[0]
+    assert {p.name: (_stat(p), p.read_bytes()) for p in run.iterdir() if p.is_file()} == before
