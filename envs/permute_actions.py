@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlplast.envs.permute_observation import draw_permutation
-from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
+from rlplast.envs.permute_observation import TaskPermutations
+from rlplast.envs.schedule import TaskSequenceWrapper
 from rlplast.errors import UserError
 
 
@@ -17,8 +17,11 @@ class PermuteActions(TaskSequenceWrapper):
     """Relabel the actions of a Discrete action space with one permutation per task.
 
     The RL analogue of label shuffling: the agent's action ``a`` runs the wrapped env's action
-    ``start + permutation[a - start]``. Task 0 is the identity; every later task draws a
-    non-identity permutation from ``task_rng(seed, k)`` (when there are at least 2 actions).
+    ``start + permutation[a - start]``. Task 0 is the identity; every later task draws from
+    ``task_rng(seed, k)`` a permutation no earlier task used, or, once all ``n!`` are used (2 actions:
+    after task 1), one that differs from the previous task's, so every switch relabels the actions
+    (:class:`~rlplast.envs.permute_observation.TaskPermutations`). With 2 actions the tasks
+    alternate between the identity and the swap.
 
     Example:
         >>> import gymnasium as gym
@@ -45,14 +48,14 @@ class PermuteActions(TaskSequenceWrapper):
         self._n = int(space.n)
         self._start = int(space.start)
         self.permutation = np.arange(self._n)
+        self._permutations = TaskPermutations(self.task_seed, self._n)
         self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Use task ``task``'s permutation (the identity for task 0)."""
-        if task == 0:
-            self.permutation = np.arange(self._n)
-        else:
-            self.permutation = draw_permutation(task_rng(self.task_seed, task), self._n)
+        if "_permutations" not in self.__dict__:  # unpickled from a checkpoint older than the cache
+            self._permutations = TaskPermutations(self.task_seed, self._n)
+        self.permutation = self._permutations(task)
 
     def action(self, action: Any) -> np.int64:
         """Map the agent's action index to the wrapped env's action index."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -12,21 +13,50 @@ from rlplast.envs.schedule import TaskSequenceWrapper, task_rng
 from rlplast.errors import UserError
 
 
-def draw_permutation(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Draw a permutation of ``range(n)`` that is not the identity (when ``n >= 2``)."""
-    identity = np.arange(n)
-    perm = rng.permutation(n)
-    while n >= 2 and np.array_equal(perm, identity):
-        perm = rng.permutation(n)
-    return perm
+def _count_permutations(n: int) -> float:
+    return float(math.factorial(n)) if n <= 20 else math.inf
+
+
+class TaskPermutations:
+    """The permutation of each task: task 0 is the identity, every later task a new one.
+
+    Task ``k >= 1`` draws from ``task_rng(seed, k)`` until the permutation differs from those of
+    all earlier tasks (so never the identity); once all ``n!`` permutations are used (a small ``n``,
+    e.g. 2 actions) it only has to differ from task ``k − 1``'s, so every switch changes the task.
+    The sequence is a pure function of ``(seed, n)``, computed once per task and cached.
+
+    Args:
+        seed: The schedule seed.
+        n: The number of permuted entries.
+    """
+
+    def __init__(self, seed: int, n: int) -> None:
+        self.seed, self.n = int(seed), int(n)
+        self._perms: list[np.ndarray] = [np.arange(self.n)]
+        self._seen: set[bytes] = {self._perms[0].tobytes()}
+
+    def __call__(self, task: int) -> np.ndarray:
+        """Task ``task``'s permutation (a fresh copy)."""
+        while len(self._perms) <= task:
+            k = len(self._perms)
+            previous = self._perms[-1]
+            fresh = len(self._seen) < _count_permutations(self.n)
+            rng = task_rng(self.seed, k)
+            perm = rng.permutation(self.n)
+            if self.n >= 2:
+                while (perm.tobytes() in self._seen) if fresh else np.array_equal(perm, previous):
+                    perm = rng.permutation(self.n)
+            self._perms.append(perm)
+            self._seen.add(perm.tobytes())
+        return self._perms[task].copy()
 
 
 class PermuteObservation(TaskSequenceWrapper):
     """Shuffle the entries of a Box observation with one fixed permutation per task.
 
     The RL analogue of permuted MNIST. The observation is flattened, permuted and reshaped;
-    task 0 is the identity and every later task draws a non-identity permutation from
-    ``task_rng(seed, k)``. Because each entry can land in any position, the observation space
+    task 0 is the identity and every later task draws a permutation that no earlier task used from
+    ``task_rng(seed, k)`` (:class:`TaskPermutations`). Because each entry can land in any position, the observation space
     becomes a Box of the same shape and dtype whose bounds are the min/max of the original bounds.
 
     Example:
@@ -56,14 +86,14 @@ class PermuteObservation(TaskSequenceWrapper):
             dtype=space.dtype,
         )
         self.permutation = np.arange(self._size)
+        self._permutations = TaskPermutations(self.task_seed, self._size)
         self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Use task ``task``'s permutation (the identity for task 0)."""
-        if task == 0:
-            self.permutation = np.arange(self._size)
-        else:
-            self.permutation = draw_permutation(task_rng(self.task_seed, task), self._size)
+        if "_permutations" not in self.__dict__:  # unpickled from a checkpoint older than the cache
+            self._permutations = TaskPermutations(self.task_seed, self._size)
+        self.permutation = self._permutations(task)
 
     def observation(self, observation: Any) -> np.ndarray:
         """Entry ``i`` of the output is entry ``permutation[i]`` of the flattened input."""

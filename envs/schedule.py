@@ -46,8 +46,12 @@ def task_rng(seed: int, task: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(task)])
 
 
-def check_schedule_args(steps_per_task: Any, n_tasks: Any, switch_at: Any, after_last: Any) -> None:
+def check_schedule_args(
+    steps_per_task: Any, n_tasks: Any, switch_at: Any, after_last: Any, seed: Any = 0
+) -> None:
     """Raise :class:`UserError` with a one-line message when a schedule argument is invalid."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed (the schedule seed) must be an integer >= 0, got {seed!r}")
     if isinstance(steps_per_task, bool) or not isinstance(steps_per_task, (int, np.integer)):
         raise UserError(f"steps_per_task must be a positive integer, got {steps_per_task!r}")
     if steps_per_task <= 0:
@@ -93,7 +97,7 @@ class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
         switch_at: str = "step",
         after_last: str = "cycle",
     ) -> None:
-        check_schedule_args(steps_per_task, n_tasks, switch_at, after_last)
+        check_schedule_args(steps_per_task, n_tasks, switch_at, after_last, seed)
         super().__init__(env)
         self.steps_per_task = int(steps_per_task)
         self.n_tasks = int(n_tasks)

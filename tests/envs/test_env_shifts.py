@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -93,16 +94,49 @@ def test_permute_actions_task_zero_is_the_identity_and_later_tasks_remap():
     for a in range(3):
         env.step(a)
         assert inner.last_action == a
-    perms = set()
+    seq = [(0, 1, 2)]
     for k in range(1, 10):
         env.set_task(k)
         received = []
         for a in range(3):
             env.step(a)
             received.append(inner.last_action)
-        assert sorted(received) == [0, 1, 2] and received != [0, 1, 2]
-        perms.add(tuple(received))
-    assert len(perms) > 1
+        assert sorted(received) == [0, 1, 2] and tuple(received) != seq[-1]  # every switch remaps
+        seq.append(tuple(received))
+    assert len(set(seq[:6])) == 6  # all 3! labelings are used before any repeats
+
+
+@pytest.mark.parametrize("env_id", ["rlplast/PermutedCartPole-v0", "rlplast/ActionShuffledCartPole-v0"])
+@pytest.mark.parametrize("seed", range(5))
+def test_every_switch_changes_the_permutation(env_id, seed):
+    """Tasks never repeat while unused permutations remain, and never repeat back to back (CartPole
+    has only 4! observation orders and 2 action labelings, so independent draws collide)."""
+    from rlplast.envs import find_task_wrapper
+
+    n_tasks = 30
+    env = find_task_wrapper(gym.make(env_id, n_tasks=n_tasks, seed=seed))
+    seq = []
+    for k in range(n_tasks):
+        env.set_task(k)
+        seq.append(tuple(int(i) for i in env.permutation))
+    n = len(seq[0])
+    total = math.factorial(n)
+    assert seq[0] == tuple(range(n))
+    assert len(set(seq[:total])) == total  # the first n! tasks are all different
+    assert all(a != b for a, b in zip(seq[:-1], seq[1:], strict=True))
+    again = find_task_wrapper(gym.make(env_id, n_tasks=n_tasks, seed=seed))
+    for k in reversed(range(n_tasks)):  # a pure function of (seed, k), in any order
+        again.set_task(k)
+        assert tuple(int(i) for i in again.permutation) == seq[k]
+
+
+def test_schedule_seed_is_checked_when_the_env_is_built():
+    from rlplast.errors import UserError
+
+    with pytest.raises(UserError, match=r"seed .* >= 0"):
+        PermuteActions(gym.make("Acrobot-v1"), n_tasks=3, seed=-1)
+    with pytest.raises(UserError, match=r"seed .* >= 0"):
+        gym.make("rlplast/PermutedCartPole-v0", seed=1.5)
 
 
 def test_permute_actions_respects_the_action_space_start():
