@@ -8,7 +8,9 @@ Shared by ``reset_last_layers``, ``full_reset`` and ``shrink_perturb``. Semantic
   Step 0 is not a boundary.
 * ``task_switch`` — fires on every :meth:`on_task_switch` call whose ``task_id`` differs from the
   previous call's (a repeated notification of the same task does not fire twice).
-* ``both`` — either of the above.
+* ``both`` — either of the above, once per event: a task switch that arrives with no gradient
+  update since the last firing (e.g. the interval fired at the update on the switch's step) does not
+  fire again, and a switch firing counts as the firing for the interval boundary it falls in.
 * ``every_update`` — after every optimizer step (only where a subclass allows it).
 
 Default ``when``: ``interval`` if ``every_steps`` is given, otherwise ``task_switch``.
@@ -57,9 +59,11 @@ class ScheduledIntervention(Intervention, abc.ABC):
         self.last_fired_step: int | None = None
         self._last_boundary = 0
         self._last_task: int | None = None
+        self._updates_since_fire = 1  # no firing yet: the first switch may fire
 
     # ------------------------------------------------------------------ hooks
     def after_update(self, n_updates: int, num_timesteps: int) -> None:
+        self._updates_since_fire += 1
         if self.when == "every_update":
             self._fire_at(num_timesteps)
         elif self.when in ("interval", "both"):
@@ -72,13 +76,20 @@ class ScheduledIntervention(Intervention, abc.ABC):
     def on_task_switch(self, task_id: int, num_timesteps: int) -> None:
         is_new = task_id != self._last_task
         self._last_task = task_id
-        if is_new and self.when in ("task_switch", "both"):
-            self._fire_at(num_timesteps)
+        if not is_new or self.when not in ("task_switch", "both"):
+            return
+        if self.when == "both":
+            assert self.every_steps is not None
+            self._last_boundary = max(self._last_boundary, num_timesteps // self.every_steps)
+            if self._updates_since_fire == 0:  # nothing learned since the interval firing
+                return
+        self._fire_at(num_timesteps)
 
     def _fire_at(self, num_timesteps: int) -> None:
         self.fire()
         self.fires += 1
         self.last_fired_step = num_timesteps
+        self._updates_since_fire = 0
 
     @abc.abstractmethod
     def fire(self) -> None:
@@ -91,6 +102,7 @@ class ScheduledIntervention(Intervention, abc.ABC):
             "last_fired_step": self.last_fired_step,
             "last_boundary": self._last_boundary,
             "last_task": self._last_task,
+            "updates_since_fire": self._updates_since_fire,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -98,3 +110,4 @@ class ScheduledIntervention(Intervention, abc.ABC):
         self.last_fired_step = state["last_fired_step"]
         self._last_boundary = int(state["last_boundary"])
         self._last_task = state["last_task"]
+        self._updates_since_fire = int(state.get("updates_since_fire", 1))

@@ -148,3 +148,33 @@ def test_full_reset_reinitialises_everything_and_clears_the_optimizer(make_dqn):
     assert opt_params == {id(p) for p in policy.q_net.parameters()}
     assert model.replay_buffer.pos == buffer_pos
     assert (model.replay_buffer.observations == buffer_obs).all()
+
+
+def test_when_both_fires_once_per_event_where_interval_and_switch_meet():
+    """every_steps == steps_per_task: the interval fires at the update on the boundary step and the
+    switch arrives one step later with nothing learned in between: one firing, not two."""
+    from dataclasses import dataclass
+
+    from rlplast.interventions._schedule import ScheduledIntervention
+
+    @dataclass
+    class Counter(ScheduledIntervention):
+        def fire(self) -> None:
+            pass
+
+    both = Counter(every_steps=200, when="both")
+    both.on_task_switch(0, 0)  # the first notification (task 0) fires, as for task_switch
+    assert both.fires == 1
+    for step in range(4, 801, 4):  # an update every 4 env steps
+        both.after_update(step // 4, step)
+        if step % 200 == 0:
+            both.on_task_switch(step // 200, step + 1)
+    assert both.fires == 1 + 4  # steps 200, 400, 600, 800: once each
+    # A switch in the middle of an interval still fires, and counts for that boundary.
+    mid = Counter(every_steps=200, when="both")
+    mid.on_task_switch(0, 0)
+    for step in range(4, 401, 4):
+        mid.after_update(step // 4, step)
+        if step == 300:
+            mid.on_task_switch(1, step + 1)
+    assert mid.fires == 1 + 3  # interval at 200, switch at 301, interval at 400
