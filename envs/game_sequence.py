@@ -183,3 +183,18 @@ class GameSequence(TaskSequenceWrapper):
     def apply_task(self, task: int) -> None:
         """Select game ``task % len(games)`` for the next episode."""
         self._games.set_game(task)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Start an episode of the current task's game; its steps report that task."""
+        obs, info = super().reset(seed=seed, options=options)
+        self._episode_task = self._task
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the game of this episode; ``task_id`` is the task it was started under (a manual
+        :meth:`set_task` mid-episode only takes effect at the next reset)."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task_id"] = self.__dict__.get("_episode_task", self._task)
+        return obs, reward, terminated, truncated, info

@@ -54,6 +54,21 @@ def test_games_switch_in_order_at_episode_boundaries():
     assert games == ["space_invaders", "asterix", "seaquest", "space_invaders"]
 
 
+def test_task_id_is_the_task_of_the_game_being_played():
+    """A manual set_task mid-episode changes the game only at the next reset; until then the steps
+    keep reporting the task they are played under."""
+    env = GameSequence(MinAtarGames(games=("breakout", "freeway")), steps_per_task=10_000, n_tasks=2)
+    _, info = env.reset(seed=0)
+    assert (info["task_id"], info["game"]) == (0, "breakout")
+    env.set_task(1)
+    _, _, _, _, step_info = env.step(0)
+    assert (step_info["task_id"], step_info["game"]) == (0, "breakout")
+    _, info = env.reset()
+    _, _, _, _, step_info = env.step(0)
+    assert (info["task_id"], info["game"]) == (1, "freeway")
+    assert (step_info["task_id"], step_info["game"]) == (1, "freeway")
+
+
 def test_seeded_resets_are_reproducible():
     a = gym.make("rlplast/MinAtarSequence-v0")
     b = gym.make("rlplast/MinAtarSequence-v0")
