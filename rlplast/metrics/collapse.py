@@ -18,6 +18,7 @@ quotient, NC2 of the means and NC3 NaN; an all-zero ``W`` makes the ``W`` parts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -93,7 +94,7 @@ class ClassStats:
         """0-dim bool: at least two kept classes."""
         return self.c_eff >= 2
 
-    @property
+    @cached_property
     def separated(self) -> Tensor:
         """``(C,)`` bool: kept classes whose centred mean is not zero to float64 round-off.
 
@@ -103,7 +104,7 @@ class ClassStats:
         sq = self.centred_means.detach().square().sum(1)
         return self.keep & (sq > _ZERO_SCATTER_RTOL * self.scale.detach())
 
-    @property
+    @cached_property
     def scattered(self) -> Tensor:
         """0-dim bool: at least two kept classes and a between-class scatter above round-off."""
         return self.valid & self.separated.any()
