@@ -12,8 +12,10 @@ With no interventions the arithmetic is exactly SB3's: the same seed gives bitwi
 parameters after any number of updates.
 
 The collection path is SB3's with its redundant copies removed (:class:`LeanDummyVecEnv` as the
-vectorized env, :class:`LeanReplayBuffer` as the default replay buffer, no ``deepcopy`` in
-``_store_transition``); observations, infos and replay contents are the same as SB3's (tested).
+vectorized env PlasticDQN creates for a plain env, :class:`LeanReplayBuffer` /
+:class:`LeanNStepReplayBuffer` in place of the buffer SB3 chooses, no ``deepcopy`` in
+``_store_transition``); observations, infos, n-step returns and replay contents are the same as
+SB3's (tested), and objects the caller passed in (a ``VecEnv``, a buffer class) are used unchanged.
 
 Example:
     >>> from rlplast.agents import PlasticDQN
@@ -23,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -30,7 +33,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -76,17 +79,34 @@ class _CachedTrainingMode:
     q_net: Any
 
     def set_training_mode(self, mode: bool) -> None:
-        mode_free = self.__dict__.get("_mode_free")
-        if mode_free is None:
-            mode_free = self.__dict__["_mode_free"] = not any(
-                isinstance(m, MODE_DEPENDENT)
-                for m in self.modules()  # type: ignore[attr-defined]
+        key = structure_key(self.q_net)
+        cached = self.__dict__.get("_mode_free")
+        if cached is None or not _same_key(cached[0], key):
+            cached = self.__dict__["_mode_free"] = (
+                key,
+                not any(isinstance(m, MODE_DEPENDENT) for m in self.modules()),  # type: ignore[attr-defined]
             )
-        if mode_free or (self.training == mode and self.q_net.training == mode):
+        if cached[1] or (self.training == mode and self.q_net.training == mode):
             if self.training != mode:  # nn.Module.__setattr__ is slow: skip a no-op assignment
                 self.training = mode
             return
         super().set_training_mode(mode)  # type: ignore[misc]
+
+
+def structure_key(q_net: Any) -> tuple[Any, ...]:
+    """What the hot-path caches depend on: the Q-network, its extractor, its layer stack and the
+    stack's length (so replacing the network, its extractor or inserting a layer rebuilds them)."""
+    layers = getattr(q_net, "q_net", None)
+    return (
+        q_net,
+        getattr(q_net, "features_extractor", None),
+        layers,
+        len(layers) if layers is not None else -1,
+    )
+
+
+def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return all(x is y for x, y in zip(a[:3], b[:3], strict=True)) and a[3] == b[3]
 
 
 class MlpPolicy(_CachedTrainingMode, sb3_policies.MlpPolicy):
@@ -101,15 +121,30 @@ class MultiInputPolicy(_CachedTrainingMode, sb3_policies.MultiInputPolicy):
     """SB3's DQN ``MultiInputPolicy`` with a cached training mode."""
 
 
+#: Info values that are immutable, so sharing them is the same as SB3's deep copy.
+_IMMUTABLE = (bool, int, float, complex, str, bytes, type(None), np.generic)
+
+
+def _copy_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``info`` equal to ``copy.deepcopy(info)``, with immutable values shared.
+
+    SB3's ``DummyVecEnv`` deep-copies every info dict on every step; most values are immutable
+    scalars (``TimeLimit.truncated``), so only the others (``terminal_observation``, Monitor's
+    ``episode``, an env's own arrays or dicts) are deep-copied here. The caller may then change
+    what it receives (``VecFrameStack`` writes stacked terminal observations into the dict)
+    without touching the env's own objects.
+    """
+    return {k: v if isinstance(v, _IMMUTABLE) else copy.deepcopy(v) for k, v in info.items()}
+
+
 class LeanDummyVecEnv(DummyVecEnv):
-    """SB3's ``DummyVecEnv`` without its two deep copies per step (same observations, same infos).
+    """SB3's ``DummyVecEnv`` without its per-step deep copies of immutable values (same results).
 
     ``DummyVecEnv`` deep-copies its observation buffer and the list of info dicts on every step
-    (≈ 4 % of a CartPole run). Here the observation arrays are copied with ``ndarray.copy`` and each
-    info dict is copied shallowly: an env returns a fresh info dict per step, which ``step_wait``
-    replaces (never mutates) on the next step, so the caller's copy cannot change later. Values
-    inside the dicts (``terminal_observation``, Monitor's ``episode``) are objects the env created
-    for that step and are shared, not copied.
+    (≈ 4 % of a CartPole run). Here the observation arrays are copied with ``ndarray.copy`` and
+    each info dict with :func:`_copy_info` (deep copies of everything but immutable scalars), so
+    callers get objects of their own exactly as from SB3. PlasticDQN only uses this class for the
+    vectorized env it creates itself; a ``VecEnv`` passed in by the user is used as it is.
     """
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -124,7 +159,7 @@ class LeanDummyVecEnv(DummyVecEnv):
                 obs, self.reset_infos[i] = env.reset()
             self.buf_rews[i], self.buf_dones[i], self.buf_infos[i] = reward, done, info
             self._save_obs(i, obs)
-        infos = [dict(info) for info in self.buf_infos]
+        infos = [_copy_info(info) for info in self.buf_infos]
         return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), infos
 
     def _obs_from_buf(self):  # type: ignore[no-untyped-def]
@@ -133,41 +168,45 @@ class LeanDummyVecEnv(DummyVecEnv):
         return dict_to_obs(self.observation_space, {k: v.copy() for k, v in self.buf_obs.items()})
 
 
-class LeanReplayBuffer(ReplayBuffer):
-    """SB3's ``ReplayBuffer`` whose ``add`` writes the arrays straight into its storage.
+def _lean_add(
+    self: ReplayBuffer,
+    obs: np.ndarray,
+    next_obs: np.ndarray,
+    action: np.ndarray,
+    reward: np.ndarray,
+    done: np.ndarray,
+    infos: list[dict[str, Any]],
+) -> None:
+    """SB3's ``ReplayBuffer.add`` writing the arrays straight into the storage.
 
     ``ReplayBuffer.add`` wraps each field in ``np.array(...)`` before assigning it into the
     preallocated storage, which copies again anyway; the stored values are identical. Discrete
     observation spaces (which need SB3's reshape) go through SB3's ``add``.
     """
+    if isinstance(self.observation_space, spaces.Discrete):
+        ReplayBuffer.add(self, obs, next_obs, action, reward, done, infos)
+        return
+    pos = self.pos
+    self.observations[pos] = obs
+    if self.optimize_memory_usage:
+        self.observations[(pos + 1) % self.buffer_size] = next_obs
+    else:
+        self.next_observations[pos] = next_obs
+    self.actions[pos] = action.reshape((self.n_envs, self.action_dim))
+    self.rewards[pos] = reward
+    self.dones[pos] = done
+    if self.handle_timeout_termination:
+        self.timeouts[pos] = [info.get("TimeLimit.truncated", False) for info in infos]
+    self.pos = pos + 1
+    if self.pos == self.buffer_size:
+        self.full = True
+        self.pos = 0
 
-    def add(  # type: ignore[override]
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        if isinstance(self.observation_space, spaces.Discrete):
-            super().add(obs, next_obs, action, reward, done, infos)
-            return
-        pos = self.pos
-        self.observations[pos] = obs
-        if self.optimize_memory_usage:
-            self.observations[(pos + 1) % self.buffer_size] = next_obs
-        else:
-            self.next_observations[pos] = next_obs
-        self.actions[pos] = action.reshape((self.n_envs, self.action_dim))
-        self.rewards[pos] = reward
-        self.dones[pos] = done
-        if self.handle_timeout_termination:
-            self.timeouts[pos] = [info.get("TimeLimit.truncated", False) for info in infos]
-        self.pos = pos + 1
-        if self.pos == self.buffer_size:
-            self.full = True
-            self.pos = 0
+
+class LeanReplayBuffer(ReplayBuffer):
+    """SB3's ``ReplayBuffer`` with a direct ``add`` (see :func:`_lean_add`) and lean sampling."""
+
+    add = _lean_add  # type: ignore[assignment]
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         """SB3's ``_get_samples`` (same random draws, same values) without its per-field copies.
@@ -190,6 +229,21 @@ class LeanReplayBuffer(ReplayBuffer):
         if self.device.type == "cpu":
             return ReplayBufferSamples(*[th.from_numpy(x) for x in data])
         return ReplayBufferSamples(*[th.as_tensor(x, device=self.device) for x in data])
+
+
+class LeanNStepReplayBuffer(NStepReplayBuffer):
+    """SB3's ``NStepReplayBuffer`` (n-step returns and discounts computed by SB3's sampling) with a
+    direct ``add`` (see :func:`_lean_add`)."""
+
+    add = _lean_add  # type: ignore[assignment]
+
+
+#: SB3's default buffers (chosen by SB3 when ``replay_buffer_class`` is None) → their lean versions,
+#: which add no state and store and sample the same values.
+LEAN_BUFFERS: dict[type[ReplayBuffer], type[ReplayBuffer]] = {
+    ReplayBuffer: LeanReplayBuffer,
+    NStepReplayBuffer: LeanNStepReplayBuffer,
+}
 
 
 class _DeviceMean:
@@ -246,13 +300,9 @@ def _prefer_foreach(optimizer: th.optim.Optimizer) -> None:
             group["foreach"] = True
 
 
-def _lean_vec_env(env: VecEnv) -> VecEnv:
-    """Turn the plain ``DummyVecEnv`` at the bottom of ``env``'s wrappers into a :class:`LeanDummyVecEnv`."""
-    inner = env
-    while isinstance(inner, VecEnvWrapper):
-        inner = inner.venv
-    if type(inner) is DummyVecEnv:
-        inner.__class__ = LeanDummyVecEnv
+def _innermost(env: VecEnv) -> VecEnv:
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
     return env
 
 
@@ -291,13 +341,24 @@ class PlasticDQN(DQN):
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
-        """SB3's wrapping (Monitor, DummyVecEnv, image transpose) with a :class:`LeanDummyVecEnv`."""
-        return _lean_vec_env(DQN._wrap_env(env, verbose, monitor_wrapper))
+        """SB3's wrapping (Monitor, DummyVecEnv, image transpose); the ``DummyVecEnv`` SB3 creates
+        for a plain env becomes a :class:`LeanDummyVecEnv`. A ``VecEnv`` the caller passed in is
+        used as it is (never modified)."""
+        wrapped = DQN._wrap_env(env, verbose, monitor_wrapper)
+        if not isinstance(env, VecEnv):
+            inner = _innermost(wrapped)
+            if type(inner) is DummyVecEnv:  # created just now by SB3, owned by this model
+                inner.__class__ = LeanDummyVecEnv
+        return wrapped
 
     def _setup_model(self) -> None:
-        if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict):
-            self.replay_buffer_class = LeanReplayBuffer
-        super()._setup_model()
+        chosen_by_sb3 = self.replay_buffer_class is None
+        super()._setup_model()  # SB3 picks the buffer: ReplayBuffer, NStepReplayBuffer (n_steps > 1), Dict...
+        if chosen_by_sb3:
+            lean = LEAN_BUFFERS.get(type(self.replay_buffer))  # type: ignore[arg-type]
+            if lean is not None:  # the buffer was created just now by SB3, owned by this model
+                self.replay_buffer.__class__ = lean  # type: ignore[union-attr]
+                self.replay_buffer_class = lean
         _prefer_foreach(self.policy.optimizer)
         space = self.observation_space
         # Greedy actions skip SB3's generic obs_to_tensor for plain (non-image) Box observations.
@@ -433,8 +494,9 @@ class PlasticDQN(DQN):
         flatten-then-Sequential and no module has a forward hook (then they can be called
         directly), else None. ``kind``: :data:`_LINEAR`, :data:`_RELU` (not in place) or other."""
         q_net = self.q_net
+        key = structure_key(q_net)
         cached = self.__dict__.get("_direct_cache")
-        if cached is None or cached[0] is not q_net:
+        if cached is None or not _same_key(cached[0], key):
             extractor = q_net.features_extractor
             plain = (
                 type(q_net) is sb3_policies.QNetwork
@@ -443,7 +505,7 @@ class PlasticDQN(DQN):
             )
             modules = [q_net, extractor, *extractor.modules(), *q_net.q_net.modules()] if plain else []
             layers = [(_layer_kind(layer), layer) for layer in q_net.q_net]
-            cached = self.__dict__["_direct_cache"] = (q_net, plain, modules, layers)
+            cached = self.__dict__["_direct_cache"] = (key, plain, modules, layers)
         _, plain, modules, layers = cached
         if not plain or _GLOBAL_HOOKS[0] or _GLOBAL_HOOKS[1]:
             return None
@@ -457,10 +519,11 @@ class PlasticDQN(DQN):
         """One forward pass of the online network: (penultimate features, Q-values)."""
         q_net = self.q_net
         layers = q_net.q_net
+        key = structure_key(q_net)
         cached = self.__dict__.get("_body_cache")
-        if cached is None or cached[0] is not layers:
+        if cached is None or not _same_key(cached[0], key):
             # Slicing a Sequential builds a new module each time: do it once per network.
-            cached = self.__dict__["_body_cache"] = (layers, layers[:-1])
+            cached = self.__dict__["_body_cache"] = (key, layers[:-1])
         features = cached[1](q_net.extract_features(observations, q_net.features_extractor))
         return features, layers[-1](features)
 
