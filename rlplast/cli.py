@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
     overlays = []
     if args.method:
-        from rlplast.compare import resolve_method
+        from rlplast.methods import resolve_method
 
         _, overlay_path = resolve_method(args.config, args.method)
         overlays.append(read_yaml(overlay_path))
@@ -149,7 +149,8 @@ def _report_done(summary: dict, run_dir: Path) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rlplast.compare import parse_methods, run_compare
+    from rlplast.compare import run_compare
+    from rlplast.methods import parse_methods
 
     result = run_compare(
         args.config,

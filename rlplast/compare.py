@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -32,18 +31,18 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
-from rlplast.errors import TrainingStopped, UserError, closest
+from rlplast.errors import TrainingStopped, UserError
 from rlplast.io import atomic_write_json, atomic_write_text
+from rlplast.methods import resolve_method
+from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir, read_manifest, read_summary
 
-MANIFEST = "manifest.json"
-STATES = ("pending", "running", "done", "failed", "interrupted")
 #: Signals that stop a sweep gracefully (the workers checkpoint); exit code 128 + signal number.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: Overrides every sweep run gets: no progress bar and one torch thread per worker process
@@ -105,41 +104,6 @@ class SweepResult:
 
 
 # ------------------------------------------------------------------------------------ planning
-def available_methods(config_path: str | Path) -> list[str]:
-    """Method names found in ``methods/`` beside the config."""
-    folder = Path(config_path).parent / "methods"
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
-def resolve_method(config_path: str | Path, name: str) -> tuple[str, Path]:
-    """Map a method name (or an explicit ``.yaml`` path) to ``(method name, overlay path)``."""
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"method overlay not found: {path}")
-        return path.stem, path
-    path = Path(config_path).parent / "methods" / f"{name}.yaml"
-    if not path.is_file():
-        valid = available_methods(config_path)
-        listing = ", ".join(valid) if valid else f"none (no .yaml files in {path.parent})"
-        raise UserError(f"unknown method '{name}'{closest(name, valid)}; available methods: {listing}")
-    return name, path
-
-
-def parse_methods(text: str | Iterable[str]) -> list[str]:
-    """Split ``"a,b , c"`` into names; reject an empty list and duplicates."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [m.strip() for m in items if m.strip()]
-    if not names:
-        raise UserError("--methods: give at least one method, e.g. --methods vanilla,reset")
-    dupes = sorted({m for m in names if names.count(m) > 1})
-    if dupes:
-        raise UserError(f"--methods: listed more than once: {', '.join(dupes)}")
-    return names
-
-
 def _check_overrides(overrides: list[str]) -> None:
     """Parse every ``--set`` once (format errors first) and refuse ``train.seed`` (``--seeds`` sets it)."""
     for text in overrides:
@@ -227,73 +191,15 @@ def plan_sweep(
     return out_dir, specs
 
 
-class _RunChecks:
-    """What ``rlplast train`` rejects before writing anything, checked once per distinct setting.
-
-    Device (:func:`rlplast.train.resolve_device`), env id, action and observation spaces
-    (:func:`rlplast.train.make_env`, one env per distinct env section), policy and features extractor
-    against the observations (:func:`rlplast.train.check_policy_fits`), interventions
-    (:func:`rlplast.interventions.base.build_intervention`) and metric names
-    (:class:`rlplast.callbacks.MetricsProbe`). Only :class:`UserError` is bad input; any other
-    exception is left to the run itself, which then fails in its worker (a run failure).
-    """
-
-    def __init__(self) -> None:
-        self.cache: dict[str, tuple[Any, UserError | None]] = {}
-
-    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
-        """``fn()``, computed once per key; a UserError is raised again for every config with that key."""
-        if key not in self.cache:
-            try:
-                self.cache[key] = (fn(), None)
-            except UserError as exc:
-                self.cache[key] = (None, exc)
-            except Exception:  # noqa: BLE001 - not bad input: the run reports it as a failure
-                self.cache[key] = (None, None)
-        value, error = self.cache[key]
-        if error is not None:
-            raise UserError(str(error))
-        return value
-
-    def __call__(self, cfg: Config) -> None:
-        from rlplast.train import check_policy_fits, make_env, resolve_device
-
-        self._once(f"device {cfg.train.device}", lambda: resolve_device(cfg.train.device))
-
-        def observation_space() -> Any:
-            env = make_env(cfg)
-            space = env.observation_space
-            env.close()
-            return space
-
-        env_key = json.dumps([cfg.env.id, cfg.env.kwargs, cfg.env.import_module], sort_keys=True, default=str)
-        space = self._once(f"env {env_key}", observation_space)
-        if space is not None:
-            policy = f"{cfg.agent.policy} {cfg.agent.features_extractor}"
-            self._once(f"policy {policy} {env_key}", lambda: check_policy_fits(cfg, space))
-        for spec in cfg.interventions:
-            from rlplast.interventions.base import build_intervention
-
-            self._once(
-                f"intervention {json.dumps(spec, sort_keys=True, default=str)}",
-                lambda spec=spec: build_intervention(dict(spec)),  # type: ignore[misc]
-            )
-        if cfg.metrics.enabled:
-            from rlplast.callbacks import MetricsProbe
-
-            self._once(
-                f"metrics {json.dumps(list(cfg.metrics.names))}",
-                lambda: MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=False),
-            )
-
-
 def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:
-    """Check every planned run as ``rlplast train`` would before writing (see :class:`_RunChecks`).
+    """Check every planned run as ``rlplast train`` would before writing (:class:`rlplast.train.Preflight`).
 
     Raises:
         UserError: the first run that ``rlplast train`` would reject, blamed on its layer.
     """
-    checks = _RunChecks()
+    from rlplast.train import Preflight
+
+    checks = Preflight()
     for spec in specs:
         cfg = spec.config or load_config(config_path, spec.overrides, overlays=[spec.overlay])
         try:
@@ -306,41 +212,6 @@ def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:
 # ------------------------------------------------------------------------------------ manifest
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def read_manifest(out: str | Path) -> dict[str, Any] | None:
-    """The sweep manifest, or None when there is none.
-
-    Raises:
-        UserError: unreadable, not JSON, or not shaped like a manifest (the file is named).
-    """
-    from rlplast.report import json_type
-
-    path = Path(out) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"cannot read sweep manifest {path}: {exc}") from None
-
-    def bad(what: str) -> UserError:
-        return UserError(f"cannot read sweep manifest {path}: {what}")
-
-    if not isinstance(data, dict):
-        raise bad(f"expected a JSON object, got {json_type(data)}")
-    runs = data.get("runs", {})
-    if not isinstance(runs, dict):
-        raise bad(f"'runs' must be an object of run entries, got {json_type(runs)}")
-    types = {"run_dir": str, "method": str, "state": str, "seed": int}
-    for name, entry in runs.items():
-        if not isinstance(entry, dict):
-            raise bad(f"run '{name}' must be an object, got {json_type(entry)}")
-        for key, tp in types.items():
-            value = entry.get(key)
-            if value is not None and (not isinstance(value, tp) or isinstance(value, bool)):
-                raise bad(f"run '{name}': '{key}' must be {json_type(tp())}, got {json_type(value)}")
-    return data
 
 
 class Manifest:
@@ -756,8 +627,6 @@ def _run_ray(
 # ------------------------------------------------------------------------------------ the sweep
 def _check_out_dir(out_dir: Path, report: bool) -> None:
     """Refuse an unusable sweep directory before anything is written."""
-    from rlplast.report import check_output_dir
-
     check_output_dir(out_dir, "sweep")
     if report:
         check_output_dir(out_dir / "report", "report")
@@ -772,8 +641,6 @@ def _check_out_dir(out_dir: Path, report: bool) -> None:
 
 def _check_previous(out_dir: Path, specs: list[RunSpec]) -> dict[str, Any]:
     """The previous manifest, after checking that what it calls done can be kept and reported."""
-    from rlplast.report import read_summary
-
     previous = read_manifest(out_dir) or {}
     entries: dict[str, dict[str, Any]] = previous.get("runs", {})
     grid = {spec.name: spec for spec in specs}
@@ -806,8 +673,6 @@ def _finished_unrecorded(specs: list[RunSpec], previous: dict[str, Any]) -> dict
         UserError: a finished run directory made with another config (nothing is touched).
     """
     from rlplast.config import dump_config
-    from rlplast.report import read_summary
-
     entries: dict[str, dict[str, Any]] = previous.get("runs", {})
     found: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -878,8 +743,6 @@ def run_compare(
     previous = _check_previous(out_dir, specs)
     finished = _finished_unrecorded(specs, previous)
     check_runs(config_path, specs)
-
-    from rlplast.report import make_output_dir
 
     start = time.perf_counter()
     stop = _StopRequest()

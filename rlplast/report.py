@@ -37,6 +37,7 @@ import numpy as np
 
 from rlplast.errors import UserError
 from rlplast.io import atomic_write_text
+from rlplast.rundir import check_output_dir, make_output_dir, read_manifest, read_summary
 from rlplast.stats import Correlation, bootstrap_ci, iqm, pearson, spearman, t_interval
 
 #: Episodes averaged for the end-of-task return.
@@ -119,52 +120,6 @@ class RunData:
         return sorted(int(i) for i in ids)
 
 
-# ------------------------------------------------------------------------------------ output folders
-def check_output_dir(path: str | Path, what: str) -> Path:
-    """Refuse an output path that exists and is not a folder (nothing is created)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"cannot create {what} directory {path}: it exists and is not a directory")
-    return path
-
-
-def make_output_dir(path: str | Path, what: str) -> Path:
-    """Create the output folder ``path`` (and its parents) or raise a one-line UserError.
-
-    Args:
-        path: the folder.
-        what: what it is, for the message (``sweep``, ``report``): "cannot create sweep directory …".
-    """
-    path = check_output_dir(path, what)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {what} directory {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {what} directory {path}: permission denied")
-    return path
-
-
-def json_type(value: Any) -> str:
-    """How JSON calls the type of a parsed value ("an array", "a string", …), for messages."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def read_summary(path: str | Path) -> dict[str, Any]:
-    """A run's ``summary.json`` (a JSON object), or a one-line UserError naming the file."""
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"cannot read run summary {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"cannot read run summary {path}: expected a JSON object, got {json_type(data)}")
-    return data
-
-
 # ------------------------------------------------------------------------------------ loading runs
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
@@ -217,8 +172,6 @@ def load_sweep(sweep_dir: str | Path) -> tuple[list[RunData], dict[str, dict[str
     With a manifest, runs in state ``done`` with a ``summary.json`` are read; without one, every
     directory under ``runs/`` holding a ``summary.json``.
     """
-    from rlplast.compare import read_manifest
-
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise UserError(f"sweep directory not found: {sweep}")

@@ -125,6 +125,77 @@ def check_policy_fits(cfg: Config, space: gym.Space) -> None:
             )
 
 
+class Preflight:
+    """Everything a run rejects before it writes, checked once per distinct setting.
+
+    Device (:func:`resolve_device`), env id, action and observation spaces (:func:`make_env`, one
+    env per distinct env section), policy and features extractor against the observations
+    (:func:`check_policy_fits`), interventions (:func:`rlplast.interventions.base.build_intervention`)
+    and metric names (:class:`rlplast.callbacks.MetricsProbe`). ``rlplast train`` runs it on its
+    config, ``rlplast compare`` on every planned run's config (one instance, so each distinct
+    setting is checked once). Only :class:`UserError` is bad input; any other exception is left to
+    the run itself, which then fails where it happens (in a sweep: a run failure).
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[str, tuple[Any, UserError | None]] = {}
+
+    def _once(self, key: str, fn: Any) -> Any:
+        """``fn()``, computed once per key; a UserError is raised again for every config with that key."""
+        if key not in self.cache:
+            try:
+                self.cache[key] = (fn(), None)
+            except UserError as exc:
+                self.cache[key] = (None, exc)
+            except Exception:  # noqa: BLE001 - not bad input: the run reports it as a failure
+                self.cache[key] = (None, None)
+        value, error = self.cache[key]
+        if error is not None:
+            raise UserError(str(error))
+        return value
+
+    def __call__(self, cfg: Config) -> None:
+        """Raise the :class:`UserError` a run of ``cfg`` would raise before writing anything."""
+        import json
+
+        self._once(f"device {cfg.train.device}", lambda: resolve_device(cfg.train.device))
+
+        def observation_space() -> Any:
+            env = make_env(cfg)
+            space = env.observation_space
+            env.close()
+            return space
+
+        env_key = json.dumps([cfg.env.id, cfg.env.kwargs, cfg.env.import_module], sort_keys=True, default=str)
+        space = self._once(f"env {env_key}", observation_space)
+        if space is not None:
+            policy = f"{cfg.agent.policy} {cfg.agent.features_extractor}"
+            self._once(f"policy {policy} {env_key}", lambda: check_policy_fits(cfg, space))
+        from rlplast.interventions.base import build_intervention
+
+        for spec in cfg.interventions:
+            self._once(
+                f"intervention {json.dumps(spec, sort_keys=True, default=str)}",
+                lambda spec=spec: build_intervention(dict(spec)),
+            )
+        if cfg.metrics.enabled:
+            from rlplast.callbacks import MetricsProbe
+
+            self._once(
+                f"metrics {json.dumps(list(cfg.metrics.names))}",
+                lambda: MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=False),
+            )
+
+
+def preflight(cfg: Config) -> None:
+    """Check ``cfg`` as a run would before writing anything (see :class:`Preflight`).
+
+    Raises:
+        UserError: the first problem found (device, env, spaces, policy, interventions, metrics).
+    """
+    Preflight()(cfg)
+
+
 def policy_kwargs(cfg: Config) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` from the agent section."""
     kwargs: dict[str, Any] = {
@@ -296,6 +367,7 @@ def run_training(
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
+    preflight(cfg)  # the same checks rlplast compare makes for every planned run
     set_cpu_threads(cfg.train.torch_threads)
     device = resolve_device(cfg.train.device)
     env = make_env(cfg)

@@ -35,9 +35,8 @@ from rlplast.report import (
     _num,
     _save_png,
     _table,
-    check_output_dir,
-    make_output_dir,
 )
+from rlplast.rundir import check_output_dir, make_output_dir
 from rlplast.stats import pearson, spearman, t_interval
 from rlplast.supervised.config import N_DIGITS, SupervisedConfig, dump_supervised_config
 from rlplast.supervised.track import (
