@@ -44,7 +44,12 @@ class MetricsProbe:
         # The probe's seed must differ from the training seed: with the same seed its "fresh" target
         # network would be the agent's own initialisation (same init order, same draws).
         probe_seed = int(np.random.SeedSequence([seed, 0x9B0BE]).generate_state(1)[0])
-        options: dict[str, Any] = dict(n_min=cfg.n_min, probe_steps=cfg.probe_steps, probe_seed=probe_seed)
+        options: dict[str, Any] = dict(
+            n_min=cfg.n_min,
+            nc_global_mean=cfg.nc_global_mean,
+            probe_steps=cfg.probe_steps,
+            probe_seed=probe_seed,
+        )
         self.suite = MetricSuite(names=cfg.names, **options)
         cheap = [name for name in self.suite.names if name != "probe"]
         self.cheap_suite = (

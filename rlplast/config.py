@@ -114,6 +114,12 @@ class MetricsConfig:
     probe_size: int = _f(2048, "replay states drawn for each metric computation", min=2)
     names: list[str] = _f(["all"], "metric names to compute (see docs/metrics.md), or [all]")
     n_min: int = _f(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
+    nc_global_mean: str = _f(
+        "classes",
+        "global mean of the NC metrics: classes (unweighted mean of the class means) or samples "
+        "(sample mean, as in the paper's code; see docs/metrics.md)",
+        choices=["classes", "samples"],
+    )
     probe_steps: int = _f(500, "gradient steps of the probe-plasticity fit", min=1)
     probe_every_steps: int = _f(
         25_000,

@@ -5,10 +5,14 @@ instead of Python branches on tensor values, never synchronise with the host and
 tensors (``counts`` is 1-D). Classes with fewer than ``n_min`` samples are dropped from every
 quantity (their samples too); ``C_eff`` is the number of kept classes.
 
-Global mean: every metric, NC1's ``Σ_B`` included, uses the *unweighted* mean of the kept class
-means, ``μ_G = (1/C_eff) Σ_c μ_c``. With imbalanced classes (normal in RL) this keeps one frequent
-action from dominating the geometry, and it makes the centred means sum to zero, so
-``rank(Σ_B) ≤ C_eff − 1`` holds exactly, as the truncated pseudo-inverse assumes.
+Global mean (``global_mean=``, config ``metrics.nc_global_mean``): by default (``"classes"``)
+every metric, NC1's ``Σ_B`` included, uses the *unweighted* mean of the kept class means,
+``μ_G = (1/C_eff) Σ_c μ_c``; with imbalanced classes (normal in RL) this keeps one frequent action
+from dominating the geometry. ``"samples"`` uses the mean of the kept samples,
+``μ_G = Σ_c n_c μ_c / N`` (Papyan et al. and the paper's code), for every metric alike. Either way
+``rank(Σ_B) ≤ C_eff − 1``: the centred means satisfy ``Σ_c a_c (μ_c − μ_G) = 0`` with all
+``a_c > 0`` (``a_c = 1`` or ``a_c = n_c``), so they are linearly dependent, as the truncated
+pseudo-inverse assumes.
 
 When ``C_eff < 2`` every NC value is NaN (never an exception). Other deliberate NaNs: a zero
 between-class scatter (all kept class means equal, e.g. all-zero features) makes NC1, the NC1
@@ -23,6 +27,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from rlplast.errors import UserError
 from rlplast.metrics._shared import FeaturePass, feature_pass, project, row_blocks, suite_pass
 from rlplast.metrics.registry import METRICS, MetricContext
 
@@ -37,6 +42,7 @@ __all__ = [
     "nc2_etf_error",
     "nc2_maxangle",
     "nc3",
+    "nc3_etf_error",
     "nc4_mismatch",
 ]
 
@@ -46,6 +52,16 @@ _EIG_RTOL = 1e-10
 # Σ_B counts as zero when its largest eigenvalue is below this fraction of E‖h‖²: float64 noise in
 # the centred means of coinciding classes is ~1e-32 relative, any real separation is far above.
 _ZERO_SCATTER_RTOL = 1e-24
+#: Valid ``global_mean`` choices: the unweighted mean of the kept class means (default) or the
+#: mean of the kept samples.
+GLOBAL_MEANS = ("classes", "samples")
+
+
+def check_global_mean(global_mean: str) -> str:
+    """Return ``global_mean`` if it is one of :data:`GLOBAL_MEANS`; raise UserError otherwise."""
+    if global_mean not in GLOBAL_MEANS:
+        raise UserError(f"nc_global_mean: {global_mean!r} is not allowed; valid: {', '.join(GLOBAL_MEANS)}")
+    return global_mean
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,8 @@ class ClassStats:
         c_eff: 0-dim float64 number of kept classes.
         n_eff: 0-dim float64 number of kept samples.
         means: ``(C, D)`` class means (rows of dropped classes are 0 and masked everywhere).
-        global_mean: ``(D,)`` unweighted mean of the kept class means.
+        global_mean: ``(D,)`` ``μ_G``: the unweighted mean of the kept class means
+            (``global_mean="classes"``) or the mean of the kept samples (``"samples"``).
         centred_means: ``(C, D)`` ``μ_c − μ_G`` for kept classes, 0 rows for dropped ones.
         centred_proj: ``(N, C)`` ``h_iᵀ(μ_c − μ_G)`` (columns of dropped classes are 0), or None
             when the statistics were built without the second pass (``projections=False``).
@@ -117,7 +134,9 @@ def _onehot(labels: Tensor, num_classes: int, device: torch.device) -> Tensor:
     return (labels[:, None] == classes[None, :]).to(_DT)
 
 
-def _first_stats(onehot_all: Tensor, sums: Tensor, class_sq: Tensor, n_min: int) -> dict[str, Tensor]:
+def _first_stats(
+    onehot_all: Tensor, sums: Tensor, class_sq: Tensor, n_min: int, global_mean: str = "classes"
+) -> dict[str, Tensor]:
     """Per-labeling statistics from the first pass's class sums (no pass over the features)."""
     counts_f = onehot_all.sum(0)
     keep = counts_f >= max(int(n_min), 1)
@@ -128,8 +147,11 @@ def _first_stats(onehot_all: Tensor, sums: Tensor, class_sq: Tensor, n_min: int)
     n_eff = sample_keep.sum()
     inv_n = keep_f / counts_f.clamp_min(1.0)
     means = sums * inv_n[:, None]
-    global_mean = means.sum(0) / c_eff.clamp_min(1.0)
-    centred_means = (means - global_mean) * keep_f[:, None]
+    if check_global_mean(global_mean) == "samples":
+        mu_g = (sums * keep_f[:, None]).sum(0) / n_eff.clamp_min(1.0)  # Σ_c n_c μ_c / N
+    else:
+        mu_g = means.sum(0) / c_eff.clamp_min(1.0)
+    centred_means = (means - mu_g) * keep_f[:, None]
     # Σ_{y_i=c} ‖h_i − μ_c‖² = Σ‖h_i‖² − ‖Σh_i‖²/n_c: no N×D centred temporary. The cancellation
     # costs ≈ ε·E‖h‖²/Tr Σ_W relative accuracy (1e-9 at Tr Σ_W = 1e-7·E‖h‖²); exact collapse
     # gives round-off of either sign, hence the clamp at 0.
@@ -144,7 +166,7 @@ def _first_stats(onehot_all: Tensor, sums: Tensor, class_sq: Tensor, n_min: int)
         "c_eff": c_eff,
         "n_eff": n_eff,
         "means": means,
-        "global_mean": global_mean,
+        "global_mean": mu_g,
         "centred_means": centred_means,
         "within": within,
         "scale": scale,
@@ -159,6 +181,7 @@ def class_stats_multi(
     weight: Tensor | None = None,
     fpass: FeaturePass | None = None,
     projections: bool = True,
+    global_mean: str = "classes",
 ) -> list[ClassStats]:
     """:class:`ClassStats` of ``L`` labelings from two passes over the features shared by all of them.
 
@@ -176,6 +199,8 @@ def class_stats_multi(
         fpass: a :class:`FeaturePass` of ``features`` over ``torch.cat(onehots, 1)``, or None.
         projections: run the second pass (needed by NC1 and NC4; the other metrics only need the
             first pass's sums).
+        global_mean: ``"classes"`` (unweighted mean of the kept class means) or ``"samples"``
+            (mean of the kept samples).
     """
     h = features.flatten(1)
     if len(row_blocks(h)) == 1:
@@ -186,7 +211,7 @@ def class_stats_multi(
     assert sums is not None and class_sq is not None
     c = num_classes
     firsts = [
-        _first_stats(y, sums[k * c : (k + 1) * c], class_sq[k * c : (k + 1) * c], n_min)
+        _first_stats(y, sums[k * c : (k + 1) * c], class_sq[k * c : (k + 1) * c], n_min, global_mean)
         for k, y in enumerate(onehots)
     ]
     if not projections:
@@ -208,6 +233,7 @@ def class_stats(
     n_min: int = 1,
     weight: Tensor | None = None,
     projections: bool = True,
+    global_mean: str = "classes",
 ) -> ClassStats:
     """Compute counts, kept-class mask, class means and the ``O(N·C)`` projections.
 
@@ -221,6 +247,8 @@ def class_stats(
             (needed by NC4), or None.
         projections: compute ``centred_proj`` (and the logits) in a second pass over the features;
             only NC1 and NC4 need it.
+        global_mean: ``μ_G``: ``"classes"`` (unweighted mean of the kept class means, default) or
+            ``"samples"`` (mean of the kept samples, as in Papyan et al. and the paper's code).
 
     Returns:
         A :class:`ClassStats`.
@@ -230,12 +258,14 @@ def class_stats(
     if num_classes == 0:
         z = torch.zeros(0, h.shape[1], dtype=_DT, device=h.device)
         empty = torch.zeros(h.shape[0], 0, dtype=_DT, device=h.device)
-        first = _first_stats(onehot_all, z, z.sum(1), n_min)
+        first = _first_stats(onehot_all, z, z.sum(1), n_min, global_mean)
         proj = empty if projections else None
         return ClassStats(
             **first, centred_proj=proj, logits=None if weight is None or not projections else empty
         )
-    return class_stats_multi(h, [onehot_all], num_classes, n_min, weight, projections=projections)[0]
+    return class_stats_multi(
+        h, [onehot_all], num_classes, n_min, weight, projections=projections, global_mean=global_mean
+    )[0]
 
 
 def _nan_like(x: Tensor) -> Tensor:
@@ -355,15 +385,19 @@ def _nc2_maxangle(s: ClassStats) -> Tensor:
     return _where_valid(s.valid, dev.sum() / pair.sum().clamp_min(1.0))
 
 
+def _etf_target(s: ClassStats) -> Tensor:
+    """``(I − 11ᵀ/C_eff)/√(C_eff − 1)`` on the kept classes (0 rows/columns for dropped ones)."""
+    c_eff = s.c_eff
+    return (torch.diag(s.keep_f) - s.keep_f[:, None] * s.keep_f[None, :] / c_eff.clamp_min(1.0)) / (
+        (c_eff - 1).clamp_min(1.0).sqrt()
+    )
+
+
 def _nc2_etf_error(s: ClassStats, weight: Tensor) -> Tensor:
     w = _kept_rows(weight, s)
     wwt = w @ w.T
     wwt_unit = _safe_div(wwt, wwt.norm())
-    c_eff = s.c_eff
-    target = (torch.diag(s.keep_f) - s.keep_f[:, None] * s.keep_f[None, :] / c_eff.clamp_min(1.0)) / (
-        (c_eff - 1).clamp_min(1.0).sqrt()
-    )
-    return _where_valid(s.valid, (wwt_unit - target).norm())
+    return _where_valid(s.valid, (wwt_unit - _etf_target(s)).norm())
 
 
 def _nc3(s: ClassStats, weight: Tensor) -> Tensor:
@@ -371,6 +405,14 @@ def _nc3(s: ClassStats, weight: Tensor) -> Tensor:
     m = s.centred_means
     diff = _safe_div(w, w.norm()) - _safe_div(m, m.norm())
     return _where_valid(s.scattered, diff.square().sum())
+
+
+def _nc3_etf_error(s: ClassStats, weight: Tensor) -> Tensor:
+    # The paper's NC3 (gianhess/dl_project, util/neural_collapse.py): W M̃ (C×C, M̃ = D×C centred
+    # means) normalised to unit Frobenius norm, distance to the unit-norm simplex ETF Gram.
+    wm = _kept_rows(weight, s) @ s.centred_means.T
+    wm_unit = _safe_div(wm, wm.norm())
+    return _where_valid(s.scattered, (wm_unit - _etf_target(s)).norm())
 
 
 def _nc4(s: ClassStats, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -390,7 +432,9 @@ def _nc4(s: ClassStats, weight: Tensor, bias: Tensor | None) -> Tensor:
     return _where_valid(s.scattered, differ.sum() / s.n_eff.clamp_min(1.0))
 
 
-def nc1(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
+def nc1(
+    features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1, global_mean: str = "classes"
+) -> Tensor:
     """NC1 = ``Tr(Σ_W Σ_B^†) / C_eff`` with a truncated pseudo-inverse (differentiable).
 
     ``Σ_B^†`` keeps the top ``C_eff − 1`` eigenpairs with eigenvalue ``≥ 1e-10·λ_max``; it is
@@ -403,37 +447,54 @@ def nc1(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> T
         labels: ``(N,)`` integer labels (actions).
         num_classes: number of classes ``C``.
         n_min: minimum samples for a class to be kept.
+        global_mean: ``μ_G`` of ``Σ_B``: ``"classes"`` (unweighted mean of the kept class means) or
+            ``"samples"`` (mean of the kept samples: the paper's code and Papyan et al.).
 
     Returns:
         0-dim float64 tensor; NaN when ``C_eff < 2`` or the between-class scatter is zero.
     """
-    return _nc1(class_stats(features, labels, num_classes, n_min))
+    return _nc1(class_stats(features, labels, num_classes, n_min, global_mean=global_mean))
 
 
-def nc1_quotient(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
+def nc1_quotient(
+    features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1, global_mean: str = "classes"
+) -> Tensor:
     """``Tr Σ_W / Tr Σ_B`` (differentiable); NaN when ``C_eff < 2`` or ``Tr Σ_B = 0``."""
-    return _nc1_quotient(class_stats(features, labels, num_classes, n_min, projections=False))
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc1_quotient(s)
 
 
 def nc2_equinorm(
-    features: Tensor, labels: Tensor, weight: Tensor, num_classes: int, n_min: int = 1
+    features: Tensor,
+    labels: Tensor,
+    weight: Tensor,
+    num_classes: int,
+    n_min: int = 1,
+    global_mean: str = "classes",
 ) -> tuple[Tensor, Tensor]:
     """Equinorm: population ``std/mean`` of ``‖μ_c − μ_G‖`` and of ``‖w_c‖`` over kept classes.
 
     Returns:
         ``(means_cv, weights_cv)``, each 0-dim float64.
     """
-    return _nc2_equinorm(class_stats(features, labels, num_classes, n_min, projections=False), weight)
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc2_equinorm(s, weight)
 
 
-def nc2_equiangular(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
+def nc2_equiangular(
+    features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1, global_mean: str = "classes"
+) -> Tensor:
     """Population std over kept pairs ``c ≠ c'`` of ``cos(μ̃_c, μ̃_c')``."""
-    return _nc2_equiangular(class_stats(features, labels, num_classes, n_min, projections=False))
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc2_equiangular(s)
 
 
-def nc2_maxangle(features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
+def nc2_maxangle(
+    features: Tensor, labels: Tensor, num_classes: int, n_min: int = 1, global_mean: str = "classes"
+) -> Tensor:
     """Mean over kept pairs ``c ≠ c'`` of ``|cos(μ̃_c, μ̃_c') + 1/(C_eff − 1)|``."""
-    return _nc2_maxangle(class_stats(features, labels, num_classes, n_min, projections=False))
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc2_maxangle(s)
 
 
 def nc2_etf_error(
@@ -443,9 +504,37 @@ def nc2_etf_error(
     return _nc2_etf_error(class_stats(features, labels, num_classes, n_min, projections=False), weight)
 
 
-def nc3(features: Tensor, labels: Tensor, weight: Tensor, num_classes: int, n_min: int = 1) -> Tensor:
-    """Self-duality ``‖Wᵀ/‖W‖_F − M̃/‖M̃‖_F‖_F²`` on kept classes."""
-    return _nc3(class_stats(features, labels, num_classes, n_min, projections=False), weight)
+def nc3(
+    features: Tensor,
+    labels: Tensor,
+    weight: Tensor,
+    num_classes: int,
+    n_min: int = 1,
+    global_mean: str = "classes",
+) -> Tensor:
+    """Self-duality ``‖Wᵀ/‖W‖_F − M̃/‖M̃‖_F‖_F²`` on kept classes (Papyan et al.'s NC3, squared)."""
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc3(s, weight)
+
+
+def nc3_etf_error(
+    features: Tensor,
+    labels: Tensor,
+    weight: Tensor,
+    num_classes: int,
+    n_min: int = 1,
+    global_mean: str = "classes",
+) -> Tensor:
+    """The paper's NC3: ``‖WM̃/‖WM̃‖_F − (I − 11ᵀ/C_eff)/√(C_eff − 1)‖_F`` on kept classes.
+
+    ``W`` is ``C×D`` and ``M̃ = [μ_c − μ_G]`` is ``D×C``, so ``WM̃`` is ``C×C``: the distance of the
+    classifier-times-means product to a simplex ETF Gram, normalised like :func:`nc2_etf_error`
+    (not squared). It is 0 when the centred means form a simplex ETF and ``W ∝ M̃ᵀ``; there is no
+    conversion to or from :func:`nc3` (self-duality alone can hold with a non-ETF geometry).
+    Reproducing the paper's code needs ``global_mean="samples"`` and every class present.
+    """
+    s = class_stats(features, labels, num_classes, n_min, projections=False, global_mean=global_mean)
+    return _nc3_etf_error(s, weight)
 
 
 def nc4_mismatch(
@@ -456,7 +545,10 @@ def nc4_mismatch(
     num_classes: int,
     n_min: int = 1,
 ) -> Tensor:
-    """Fraction of kept samples where ``argmax_c (w_cᵀh + b_c) ≠ argmin_c ‖h − μ_c‖`` (kept classes)."""
+    """Fraction of kept samples where ``argmax_c (w_cᵀh + b_c) ≠ argmin_c ‖h − μ_c‖`` (kept classes).
+
+    Independent of the choice of ``μ_G`` (the nearest class mean does not depend on it).
+    """
     return _nc4(class_stats(features, labels, num_classes, n_min, weight), weight, bias)
 
 
@@ -467,6 +559,7 @@ def collapse_metrics(
     bias: Tensor | None,
     num_classes: int,
     n_min: int = 20,
+    global_mean: str = "classes",
 ) -> dict[str, Tensor]:
     """All NC metrics from one set of class statistics.
 
@@ -477,13 +570,17 @@ def collapse_metrics(
         bias: ``(C,)`` last-layer bias or None.
         num_classes: number of classes ``C``.
         n_min: minimum samples for a class to be kept (RL default 20).
+        global_mean: ``μ_G`` of every metric: ``"classes"`` (unweighted mean of the kept class
+            means, default) or ``"samples"`` (mean of the kept samples).
 
     Returns:
         Keys ``nc1, nc1_quotient, nc2_equinorm_means, nc2_equinorm_weights, nc2_equiangular,
-        nc2_maxangle, nc2_etf_error, nc3, nc4_mismatch, nc4_agreement, c_eff`` (0-dim float64) and
-        ``counts`` (``(C,)`` int64, before dropping). Every NC value is NaN when ``C_eff < 2``.
+        nc2_maxangle, nc2_etf_error, nc3, nc3_etf_error, nc4_mismatch, nc4_agreement, c_eff``
+        (0-dim float64) and ``counts`` (``(C,)`` int64, before dropping). Every NC value is NaN
+        when ``C_eff < 2``.
     """
-    return _bundle(class_stats(features, labels, num_classes, n_min, weight), weight, bias)
+    s = class_stats(features, labels, num_classes, n_min, weight, global_mean=global_mean)
+    return _bundle(s, weight, bias)
 
 
 def _bundle(s: ClassStats, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor]:
@@ -498,6 +595,7 @@ def _bundle(s: ClassStats, weight: Tensor, bias: Tensor | None) -> dict[str, Ten
         "nc2_maxangle": _nc2_maxangle(s),
         "nc2_etf_error": _nc2_etf_error(s, weight),
         "nc3": _nc3(s, weight),
+        "nc3_etf_error": _nc3_etf_error(s, weight),
         "nc4_mismatch": mismatch,
         "nc4_agreement": 1.0 - mismatch,
         "c_eff": s.c_eff,
@@ -511,11 +609,17 @@ def collapse(ctx: MetricContext) -> dict[str, Tensor]:
 
     Keys: ``collapse/<name>_<labeling>`` for every key of :func:`collapse_metrics` except
     ``counts``, which becomes ``collapse/count_<c>_<labeling>``. The ``taken`` keys are absent when
-    the context has no taken actions.
+    the context has no taken actions. ``μ_G`` follows ``ctx.nc_global_mean``.
     """
     shared = suite_pass(ctx)  # one pass serves both labelings (and the rank/dormant metrics)
     stats = class_stats_multi(
-        ctx.features, shared.onehots, ctx.num_classes, ctx.n_min, ctx.weight, shared.features
+        ctx.features,
+        shared.onehots,
+        ctx.num_classes,
+        ctx.n_min,
+        ctx.weight,
+        shared.features,
+        global_mean=ctx.nc_global_mean,
     )
     out: dict[str, Tensor] = {}
     for labeling, s in zip(shared.labels, stats, strict=True):

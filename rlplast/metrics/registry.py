@@ -38,6 +38,8 @@ class MetricContext:
         bias: ``(C,)`` last-layer bias or None.
         num_classes: number of actions ``C``.
         n_min: minimum samples per action class for the NC metrics.
+        nc_global_mean: ``μ_G`` of the NC metrics: ``"classes"`` (unweighted mean of the kept
+            class means) or ``"samples"`` (mean of the kept samples).
         params: the network's parameters (detached), in ``q_net.parameters()`` order.
         init_params: initial parameters in the same order, or None.
         param_names: names matching ``params``.
@@ -65,6 +67,7 @@ class MetricContext:
     bias: Tensor | None
     num_classes: int
     n_min: int = 20
+    nc_global_mean: str = "classes"
     params: list[Tensor] = field(default_factory=list)
     init_params: list[Tensor] | None = None
     param_names: list[str] = field(default_factory=list)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from rlplast.errors import UserError
 from rlplast.metrics.activations import forward_with_activations, last_linear
+from rlplast.metrics.collapse import check_global_mean
 from rlplast.metrics.registry import METRICS, MetricContext
 
 __all__ = ["MetricSuite"]
@@ -27,6 +28,9 @@ class MetricSuite:
     Args:
         names: metric names, or ``("all",)`` for every registered metric (probe included).
         n_min: minimum samples per action class for the NC metrics.
+        nc_global_mean: ``μ_G`` of the NC metrics: ``"classes"`` (unweighted mean of the kept
+            class means, default) or ``"samples"`` (mean of the kept samples, as in the paper's
+            code and Papyan et al.); see ``docs/metrics.md``.
         probe_steps: Adam steps of the probe-plasticity test.
         probe_seed: seed of the probe-plasticity test.
         probe_lr: Adam learning rate of the probe.
@@ -37,13 +41,15 @@ class MetricSuite:
         options: free-form options passed to user metrics through ``MetricContext.options``.
 
     Raises:
-        UserError: for an unknown metric name (the message lists the valid ones).
+        UserError: for an unknown metric name or ``nc_global_mean`` (the message lists the valid
+            ones).
     """
 
     def __init__(
         self,
         names: Sequence[str] = ("all",),
         n_min: int = 20,
+        nc_global_mean: str = "classes",
         probe_steps: int = 500,
         probe_seed: int = 0,
         probe_lr: float = 1e-3,
@@ -66,6 +72,7 @@ class MetricSuite:
             raise UserError(f"no metrics selected; valid: all, {', '.join(sorted(METRICS.names()))}")
         self.names: list[str] = list(dict.fromkeys(selected))
         self.n_min = int(n_min)
+        self.nc_global_mean = check_global_mean(nc_global_mean)
         self.probe_steps = int(probe_steps)
         self.probe_seed = int(probe_seed)
         self.probe_lr = float(probe_lr)
@@ -120,6 +127,7 @@ class MetricSuite:
                     bias=None if head.bias is None else head.bias.detach(),
                     num_classes=int(head.weight.shape[0]),
                     n_min=self.n_min,
+                    nc_global_mean=self.nc_global_mean,
                     params=[p.detach() for _, p in named],
                     init_params=None if init_params is None else list(init_params),
                     param_names=[n for n, _ in named],

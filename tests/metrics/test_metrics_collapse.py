@@ -18,6 +18,7 @@ from rlplast.metrics.collapse import (
     nc2_etf_error,
     nc2_maxangle,
     nc3,
+    nc3_etf_error,
     nc4_mismatch,
 )
 
@@ -34,6 +35,7 @@ NC_KEYS = [
     "nc2_maxangle",
     "nc2_etf_error",
     "nc3",
+    "nc3_etf_error",
     "nc4_mismatch",
     "nc4_agreement",
 ]
@@ -44,7 +46,13 @@ MEANS_KEYS = [k for k in NC_KEYS if k not in ("nc2_equinorm_weights", "nc2_etf_e
 
 
 def reference(
-    h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, num_classes: int, n_min: int
+    h: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    num_classes: int,
+    n_min: int,
+    global_mean: str = "classes",
 ) -> dict:
     """Straightforward definitions: per-class loops, D×D covariances, np.linalg.pinv."""
     counts = np.array([(y == c).sum() for c in range(num_classes)])
@@ -58,7 +66,8 @@ def reference(
     hk, yk = h[mask], y[mask]
     n, d = hk.shape
     means = {c: hk[yk == c].mean(0) for c in kept}
-    mu_g = np.mean([means[c] for c in kept], axis=0)  # unweighted global mean
+    # The mean of the kept samples, or the unweighted mean of the kept class means (default).
+    mu_g = hk.mean(0) if global_mean == "samples" else np.mean([means[c] for c in kept], axis=0)
     sw = np.zeros((d, d))
     for c in kept:
         diff = hk[yk == c] - means[c]
@@ -91,6 +100,8 @@ def reference(
     target = (np.eye(ce) - np.ones((ce, ce)) / ce) / np.sqrt(ce - 1)
     out["nc2_etf_error"] = float(np.linalg.norm(wwt / np.linalg.norm(wwt) - target))
     out["nc3"] = float(np.sum((wk.T / np.linalg.norm(wk) - m / np.linalg.norm(m)) ** 2))
+    wm = wk @ m  # C_eff×C_eff
+    out["nc3_etf_error"] = float(np.linalg.norm(wm / np.linalg.norm(wm) - target))
     mismatch = 0
     for i in range(n):
         logits = [wk[k] @ hk[i] + b[c] for k, c in enumerate(kept)]
@@ -127,17 +138,18 @@ def check(res: dict, ref: dict, rtol: float) -> None:
     assert res["counts"].cpu().tolist() == list(ref["counts"])
 
 
+@pytest.mark.parametrize("global_mean", ["classes", "samples"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("n", "d", "c", "n_min", "seed"),
     [(400, 8, 3, 1, 0), (600, 32, 6, 20, 1), (900, 16, 18, 20, 2), (300, 64, 5, 1, 3), (60, 100, 4, 5, 4)],
 )
-def test_collapse_matches_numpy_reference(device, n, d, c, n_min, seed):
+def test_collapse_matches_numpy_reference(device, n, d, c, n_min, seed, global_mean):
     h, y, w, b = make_data(n, d, c, seed)
-    ref = reference(h, y, w, b, c, n_min)
+    ref = reference(h, y, w, b, c, n_min, global_mean)
     th, tw, tb = as_torch(device, h, w, b, dtype=torch.float64)
     ty = torch.as_tensor(y, device=device)
-    res = collapse_metrics(th, ty, tw, tb, c, n_min=n_min)
+    res = collapse_metrics(th, ty, tw, tb, c, n_min=n_min, global_mean=global_mean)
     check(res, ref, 1e-6 if device == "cpu" else 1e-5)
 
 
@@ -154,19 +166,21 @@ def test_float32_inputs_accumulate_in_float64(device):
     check(res, ref, 1e-6 if device == "cpu" else 1e-5)
 
 
-def test_single_functions_agree_with_bundle():
+@pytest.mark.parametrize("gm", ["classes", "samples"])
+def test_single_functions_agree_with_bundle(gm):
     h, y, w, b = make_data(500, 12, 4, 11)
     th, tw, tb = as_torch("cpu", h, w, b, dtype=torch.float64)
     ty = torch.as_tensor(y)
-    res = collapse_metrics(th, ty, tw, tb, 4, n_min=5)
-    assert torch.equal(nc1(th, ty, 4, 5), res["nc1"])
-    assert torch.equal(nc1_quotient(th, ty, 4, 5), res["nc1_quotient"])
-    eq_m, eq_w = nc2_equinorm(th, ty, tw, 4, 5)
+    res = collapse_metrics(th, ty, tw, tb, 4, n_min=5, global_mean=gm)
+    assert torch.equal(nc1(th, ty, 4, 5, global_mean=gm), res["nc1"])
+    assert torch.equal(nc1_quotient(th, ty, 4, 5, global_mean=gm), res["nc1_quotient"])
+    eq_m, eq_w = nc2_equinorm(th, ty, tw, 4, 5, global_mean=gm)
     assert torch.equal(eq_m, res["nc2_equinorm_means"]) and torch.equal(eq_w, res["nc2_equinorm_weights"])
-    assert torch.equal(nc2_equiangular(th, ty, 4, 5), res["nc2_equiangular"])
-    assert torch.equal(nc2_maxangle(th, ty, 4, 5), res["nc2_maxangle"])
+    assert torch.equal(nc2_equiangular(th, ty, 4, 5, global_mean=gm), res["nc2_equiangular"])
+    assert torch.equal(nc2_maxangle(th, ty, 4, 5, global_mean=gm), res["nc2_maxangle"])
     assert torch.equal(nc2_etf_error(th, ty, tw, 4, 5), res["nc2_etf_error"])
-    assert torch.equal(nc3(th, ty, tw, 4, 5), res["nc3"])
+    assert torch.equal(nc3(th, ty, tw, 4, 5, global_mean=gm), res["nc3"])
+    assert torch.equal(nc3_etf_error(th, ty, tw, 4, 5, global_mean=gm), res["nc3_etf_error"])
     assert torch.equal(nc4_mismatch(th, ty, tw, tb, 4, 5), res["nc4_mismatch"])
 
 
