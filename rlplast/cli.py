@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("report", help="aggregate a sweep directory into tables and plots")
-    p.add_argument("sweep_dir", help="a directory written by `rlplast compare`")
+    p.add_argument(
+        "sweep_dir", help="a directory written by `rlplast compare`, or a folder of `rlplast train` run dirs"
+    )
     p.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
 
     p = sub.add_parser(
@@ -173,7 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rlplast.report import write_report
+    from rlplast.analysis import write_report
 
     out = write_report(args.sweep_dir, args.out)
     print(f"report written to {out}")

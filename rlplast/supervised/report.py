@@ -8,9 +8,9 @@ Files (every one written atomically; an existing non-empty directory is refused 
 * continual: ``tasks.csv`` (one row per seed × task); warm start: ``checkpoints.csv`` (one row per
   seed × checkpoint);
 * ``summary.csv`` — per task (or checkpoint epoch) and pooled: n, mean, IQM and 95 % bootstrap CI of
-  every quantity over seeds (the columns of :data:`rlplast.report.SUMMARY_COLUMNS`);
+  every quantity over seeds (the columns of :data:`rlplast.analysis.SUMMARY_COLUMNS`);
 * ``correlations.csv`` — Pearson r (Fisher-z CI) and Spearman ρ (bootstrap CI), the columns of
-  :data:`rlplast.report.CORRELATION_COLUMNS`;
+  :data:`rlplast.analysis.CORRELATION_COLUMNS`;
 * ``report.md`` and PNG plots.
 """
 
@@ -24,20 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from rlplast.errors import UserError
-from rlplast.io import atomic_write_json, atomic_write_text
-from rlplast.report import (
+from rlplast.analysis import (
     CORRELATION_COLUMNS,
     SUMMARY_COLUMNS,
     CorrelationRow,
-    _cell,
-    _csv_text,
-    _num,
-    _save_png,
-    _table,
+    csv_text,
+    format_number,
+    markdown_table,
+    save_png,
+    summary_cell,
 )
+from rlplast.analysis.stats import pearson, spearman, t_interval
+from rlplast.errors import UserError
+from rlplast.io import atomic_write_json, atomic_write_text
 from rlplast.rundir import check_output_dir, make_output_dir
-from rlplast.stats import pearson, spearman, t_interval
 from rlplast.supervised.config import N_DIGITS, SupervisedConfig, dump_supervised_config
 from rlplast.supervised.track import (
     NC_KEYS,
@@ -107,7 +107,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:
     header = list(rows[0]) if rows else []
-    return _csv_text(header, [[r.get(c, math.nan) for c in header] for r in rows])
+    return csv_text(header, [[r.get(c, math.nan) for c in header] for r in rows])
 
 
 def run_supervised(
@@ -255,10 +255,10 @@ def _summary(rows: list[dict[str, Any]], key: str, quantities: tuple[str, ...], 
         strata: list[int] = []
         for g in groups:
             vals = [float(r.get(q, math.nan)) for r in rows if int(r[key]) == g]
-            cells.append(_cell(label, str(g), q, vals, None, 37 * qi + g))
+            cells.append(summary_cell(label, str(g), q, vals, None, 37 * qi + g))
             pooled += vals
             strata += [g] * len(vals)
-        cells.append(_cell(label, "all", q, pooled, strata, 37 * qi + 99_991))
+        cells.append(summary_cell(label, "all", q, pooled, strata, 37 * qi + 99_991))
     return cells
 
 
@@ -316,7 +316,7 @@ def _plots_continual(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     axes[1].set_xlabel("task")
     axes[0].set_title(f"Permuted digits: online accuracy and NC1 per task (mean ± 95% CI, {n_seeds} seeds)")
     fig.tight_layout()
-    _save_png(fig, out / "accuracy_nc1.png")
+    save_png(fig, out / "accuracy_nc1.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -324,7 +324,7 @@ def _plots_continual(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     ax.set_xlabel("NC1 at the end of the task")
     ax.set_ylabel("online accuracy of the task")
     ax.set_title("Accuracy vs NC1: one point per (seed, task)")
-    _save_png(fig, out / "acc_vs_nc1.png")
+    save_png(fig, out / "acc_vs_nc1.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), sharex=True)
@@ -335,7 +335,7 @@ def _plots_continual(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     for ax in axes[1]:
         ax.set_xlabel("task", fontsize=8)
     fig.tight_layout()
-    _save_png(fig, out / "metrics.png")
+    save_png(fig, out / "metrics.png")
     plt.close(fig)
     return ["accuracy_nc1.png", "acc_vs_nc1.png", "metrics.png"]
 
@@ -357,7 +357,7 @@ def _plots_warm(out: Path, rows: list[dict[str, Any]], early_epochs: int) -> lis
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
     ax.set_title("Warm start: final accuracy vs checkpoint epoch (mean ± 95% CI over seeds)")
-    _save_png(fig, out / "final_acc_vs_epoch.png")
+    save_png(fig, out / "final_acc_vs_epoch.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -367,14 +367,14 @@ def _plots_warm(out: Path, rows: list[dict[str, Any]], early_epochs: int) -> lis
     ax.set_xlabel("NC1 at the checkpoint (warm-up data)")
     ax.set_ylabel("final test accuracy")
     ax.set_title("Warm start: final accuracy vs NC1, one point per (seed, checkpoint)")
-    _save_png(fig, out / "final_acc_vs_nc1.png")
+    save_png(fig, out / "final_acc_vs_nc1.png")
     plt.close(fig)
     return ["final_acc_vs_epoch.png", "final_acc_vs_nc1.png"]
 
 
 # ------------------------------------------------------------------------------------ writing
 def _corr_table(rows: list[CorrelationRow]) -> list[str]:
-    return _table(
+    return markdown_table(
         ["scope", "phase", "x", "y", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]"],
         [
             [c.scope, c.phase, c.x, c.y, str(c.pearson.n), c.pearson.format(), c.spearman.format()]
@@ -406,12 +406,12 @@ def write_report(
     )
     atomic_write_text(
         out / "summary.csv",
-        _csv_text(
+        csv_text(
             SUMMARY_COLUMNS,
             [[c.method, c.task, c.quantity, c.n, c.mean, c.iqm, c.ci_low, c.ci_high] for c in cells],
         ),
     )
-    atomic_write_text(out / "correlations.csv", _csv_text(CORRELATION_COLUMNS, [c.as_csv() for c in corrs]))
+    atomic_write_text(out / "correlations.csv", csv_text(CORRELATION_COLUMNS, [c.as_csv() for c in corrs]))
     plots = _plots_continual(out, rows) if continual else _plots_warm(out, rows, cfg.warm_start.early_epochs)
     lookup = {(c.task, c.quantity): c for c in cells}
     seeds = sorted({int(r["seed"]) for r in rows})
@@ -437,7 +437,7 @@ def write_report(
             "training set after the task.",
             "",
         ]
-        md += _table(
+        md += markdown_table(
             ["task", *main],
             [[str(g)] + [lookup[(str(g), q)].fmt() for q in main] for g in [*shown, "all"]],  # type: ignore[list-item]
         )
@@ -461,7 +461,7 @@ def write_report(
             "checkpoint on the whole training split.",
             "",
         ]
-        md += _table(
+        md += markdown_table(
             ["epoch", *main],
             [[str(g)] + [lookup[(str(g), q)].fmt() for q in main] for g in [*groups, "all"]],  # type: ignore[list-item]
         )
@@ -480,7 +480,7 @@ def write_report(
         "Files: `config.yaml`, `run.json` (timings), "
         + ("`tasks.csv`" if continual else "`checkpoints.csv`")
         + ", `summary.csv`, `correlations.csv`."
-        + (f" Training speed: {_num(rate, 4)} SGD samples/s including metrics." if rate else ""),
+        + (f" Training speed: {format_number(rate, 4)} SGD samples/s including metrics." if rate else ""),
         "",
     ]
     atomic_write_text(out / "report.md", "\n".join(md))

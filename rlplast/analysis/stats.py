@@ -1,4 +1,4 @@
-"""Small, dependency-free statistics for comparing methods: IQM, bootstrap CIs and correlations.
+"""Small statistics for comparing methods (NumPy + SciPy only): IQM, bootstrap CIs and correlations.
 
 Everything here takes plain NumPy arrays, ignores NaN entries (a seed or task where a quantity
 was not computed) and never raises on too little data: it returns NaN (or a :class:`Correlation`
@@ -14,8 +14,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -24,6 +25,7 @@ from scipy import stats as sps
 Statistic = Callable[..., "np.ndarray | float"]
 
 __all__ = [
+    "N_BOOT",
     "Correlation",
     "bootstrap_ci",
     "finite",
@@ -32,6 +34,9 @@ __all__ = [
     "spearman",
     "t_interval",
 ]
+
+#: Bootstrap resamples of every CI in the reports (the default of :func:`bootstrap_ci` and :func:`spearman`).
+N_BOOT = 2000
 
 
 def finite(x: np.ndarray | list[float]) -> np.ndarray:
@@ -61,9 +66,9 @@ def iqm(x: np.ndarray | list[float], axis: int | None = None) -> float | np.ndar
 def bootstrap_ci(
     values: np.ndarray | list[float],
     stat: Statistic = np.mean,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
-    strata: np.ndarray | list | None = None,
+    strata: np.ndarray | Sequence[Any] | None = None,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``stat(values)``.
@@ -196,7 +201,7 @@ def pearson(
 def spearman(
     x: np.ndarray | list[float],
     y: np.ndarray | list[float],
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Correlation:

@@ -1,4 +1,4 @@
-"""Known answers for rlplast.stats: IQM, bootstrap CIs and correlations."""
+"""Known answers for rlplast.analysis.stats: IQM, bootstrap CIs and correlations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rlplast.stats import bootstrap_ci, iqm, pearson, spearman, t_interval
+from rlplast.analysis.stats import bootstrap_ci, iqm, pearson, spearman, t_interval
 
 
 def test_iqm_known_answers():

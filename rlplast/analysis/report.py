@@ -1,0 +1,91 @@
+"""``rlplast report``: aggregate a folder of finished runs into report.md, CSVs and plots.
+
+:func:`build_report` computes everything (no file written); :func:`write_report` also writes
+``summary.csv``, ``correlations.csv``, ``report.md`` and the PNGs. The steps, one module each:
+:mod:`~rlplast.analysis.load` (run directories) → :mod:`~rlplast.analysis.scores` (per-run,
+per-task arrays) → :mod:`~rlplast.analysis.aggregate` (IQM and CIs over seeds) and
+:mod:`~rlplast.analysis.correlations` → :mod:`~rlplast.analysis.plots`,
+:mod:`~rlplast.analysis.tables`, :mod:`~rlplast.analysis.markdown`. Definitions: docs/compare.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlplast.analysis.aggregate import SUMMARY_COLUMNS, Cell, aggregate
+from rlplast.analysis.correlations import CORRELATION_COLUMNS, CorrelationRow, correlations
+from rlplast.analysis.load import RunData, load_sweep
+from rlplast.analysis.markdown import report_markdown
+from rlplast.analysis.plots import plot_collapse, plot_nc1_vs_plasticity, plot_returns
+from rlplast.analysis.scores import Scores, compute_scores
+from rlplast.analysis.tables import csv_text
+from rlplast.io import atomic_write_text
+from rlplast.rundir import check_output_dir, make_output_dir
+
+__all__ = ["Report", "build_report", "write_report"]
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` computed (also written to disk by :func:`write_report`).
+
+    Attributes:
+        runs: the finished runs read.
+        entries: the manifest's run entries (``{}`` without a manifest).
+        cells: summary.csv's rows.
+        scores: the per-run, per-task scores.
+        correlations: correlations.csv's rows.
+    """
+
+    runs: list[RunData]
+    entries: dict[str, dict[str, Any]]
+    cells: list[Cell]
+    scores: Scores
+    correlations: list[CorrelationRow]
+
+
+def build_report(sweep_dir: str | Path) -> Report:
+    """Load the finished runs under ``sweep_dir`` and compute every table (no file is written).
+
+    Raises:
+        UserError: no such folder, no finished run, or a run file that cannot be read.
+    """
+    runs, entries = load_sweep(sweep_dir)
+    scores = compute_scores(runs)
+    return Report(runs, entries, aggregate(scores), scores, correlations(runs, scores))
+
+
+def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Compute the report of a sweep and write report.md, summary.csv, correlations.csv and the PNGs.
+
+    Args:
+        sweep_dir: the sweep directory (``manifest.json`` and/or ``runs/``), or a folder of run
+            directories.
+        out: output folder (default ``<sweep_dir>/report``).
+
+    Returns:
+        The output folder.
+
+    Raises:
+        UserError: as :func:`build_report`, or ``out`` cannot be created (nothing is written then).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    sweep = Path(sweep_dir)
+    out_dir = check_output_dir(out if out else sweep / "report", "report")
+    rep = build_report(sweep)
+    make_output_dir(out_dir, "report")
+    atomic_write_text(out_dir / "summary.csv", csv_text(SUMMARY_COLUMNS, [c.as_csv() for c in rep.cells]))
+    atomic_write_text(
+        out_dir / "correlations.csv", csv_text(CORRELATION_COLUMNS, [c.as_csv() for c in rep.correlations])
+    )
+    plot_returns(rep.runs, out_dir / "returns.png")
+    plots = {
+        "collapse": bool(plot_collapse(rep.runs, out_dir / "collapse.png")),
+        "nc1": plot_nc1_vs_plasticity(rep.runs, rep.scores, out_dir / "nc1_vs_plasticity.png"),
+    }
+    atomic_write_text(out_dir / "report.md", report_markdown(rep, sweep, plots))
+    return out_dir
