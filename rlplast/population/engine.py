@@ -1,0 +1,493 @@
+"""Population: S independent DQN members trained in lock-step in one process.
+
+Each member is the DQN that ``PlasticDQN(policy, env, seed=seeds[i], ...)`` would train — same
+hyperparameters under SB3's names, same initial network, same env seeding, same update arithmetic
+— with its own random streams for exploration and replay sampling (see
+:mod:`rlplast.population.rng`). The loop below is stable-baselines3 2.9's off-policy loop
+(``learn`` → ``collect_rollouts`` → ``train``) written once for all members:
+
+* act: one stacked forward pass, ε-greedy on the device; the actions are the only per-step
+  device-to-host transfer;
+* step every member's env (one sync vector env), account episodes on the host;
+* store the transitions (one write per field), update the target networks every
+  ``target_update_interval`` env steps (SB3's ``_n_calls`` count), update ε;
+* every ``train_freq`` steps, once ``num_timesteps > learning_starts``: ``gradient_steps``
+  updates, each a batched TD loss, per-member gradient clipping and a stacked Adam step, with no
+  host synchronisation.
+
+Example:
+    >>> pop = Population("MlpPolicy", "CartPole-v1", seeds=[0, 1, 2, 3], learning_starts=100)
+    >>> pop = pop.learn(1_000)
+    >>> [e.member for e in pop.tracker.pop_episodes()][:3]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from rlplast.errors import UserError
+from rlplast.population.adam import MemberAdamState, StackedAdam
+from rlplast.population.envs import EnvSource, EpisodeTracker, make_member_envs
+from rlplast.population.nets import StackedQNetwork, build_member_networks
+from rlplast.population.replay import ReplaySamples, StackedReplayBuffer, check_replay_fits
+from rlplast.population.rng import EXPLORATION, RAW_HIGH, REPLAY, BlockStream
+
+if TYPE_CHECKING:
+    from stable_baselines3.dqn.policies import QNetwork
+
+    from rlplast.config import Config
+
+__all__ = ["DQNSettings", "MemberView", "Population", "PopulationCallback", "StepResult"]
+
+
+@dataclass(frozen=True)
+class DQNSettings:
+    """DQN hyperparameters under stable-baselines3's names, with SB3's defaults."""
+
+    learning_rate: float = 1e-4
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    batch_size: int = 32
+    tau: float = 1.0
+    gamma: float = 0.99
+    train_freq: int = 4
+    gradient_steps: int = 1
+    n_steps: int = 1
+    target_update_interval: int = 10_000
+    exploration_fraction: float = 0.1
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.05
+    max_grad_norm: float = 10.0
+
+    def __post_init__(self) -> None:
+        ints = ("buffer_size", "batch_size", "train_freq", "n_steps", "target_update_interval")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise UserError(f"population: {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.train_freq, (int, np.integer)):
+            raise UserError("population: train_freq must be a number of env steps")
+        if self.gradient_steps == 0 or self.gradient_steps < -1:
+            raise UserError(f"population: gradient_steps must be >= 1 (or -1), got {self.gradient_steps}")
+        if self.learning_starts < 0:
+            raise UserError(f"population: learning_starts must be >= 0, got {self.learning_starts}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise UserError(f"population: tau must be in [0, 1], got {self.tau}")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise UserError(f"population: learning_rate must be a number > 0, got {self.learning_rate!r}")
+
+    def exploration_rate(self, progress_remaining: float) -> float:
+        """SB3's ``LinearSchedule(initial, final, fraction)`` at ``progress_remaining``."""
+        done = 1 - progress_remaining
+        if done > self.exploration_fraction:
+            return self.exploration_final_eps
+        span = self.exploration_final_eps - self.exploration_initial_eps
+        return self.exploration_initial_eps + done * span / self.exploration_fraction
+
+
+@dataclass
+class StepResult:
+    """What the last env step returned (host arrays, shape ``(S,)``), for callbacks."""
+
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    infos: dict[str, Any]
+
+
+class PopulationCallback:
+    """Hooks into :meth:`Population.learn`; every method is optional (the defaults do nothing).
+
+    ``on_step`` runs after every env step, before the transitions are stored (where SB3 calls
+    ``callback.on_step``); ``on_iteration_end`` after every collect-and-train iteration (the point
+    where a checkpoint captures the whole training state). Returning False from either stops
+    training.
+    """
+
+    def on_training_start(self, population: Population) -> None:
+        """Before the first step of :meth:`Population.learn`."""
+
+    def on_step(self, population: Population) -> bool:
+        """After an env step (see :attr:`Population.last_step`)."""
+        return True
+
+    def on_iteration_end(self, population: Population) -> bool:
+        """After ``train_freq`` env steps and the updates that follow them."""
+        return True
+
+    def on_training_end(self, population: Population) -> None:
+        """After the last iteration."""
+
+
+#: An extra loss term: ``term(batch, features, q_values)`` → per-member losses ``(S,)`` or None.
+#: ``features`` ``(S, B, D)`` and ``q_values`` ``(S, B, A)`` are the online pass of the batch.
+LossTerm = Callable[[ReplaySamples, Tensor, Tensor], "Tensor | None"]
+
+
+class MemberView:
+    """Member ``index`` seen as one agent: ordinary modules and an Adam-like state aliasing its slices.
+
+    ``q_net``/``q_net_target`` are SB3 ``QNetwork``s whose parameters alias the member's slices of
+    the stacked tensors; ``optimizer.state`` maps ``q_net``'s parameters to the member's Adam
+    state (:class:`~rlplast.population.adam.MemberAdamState`); ``init_params`` are its initial
+    parameters θ₀. ``policy`` is the view itself, so code written for ``model.policy.q_net`` /
+    ``model.policy.optimizer`` reads the member.
+    """
+
+    def __init__(self, population: Population, index: int) -> None:
+        self.index = index
+        self.seed = population.seeds[index]
+        self.device = population.device
+        self.q_net: QNetwork = population.net.member_module(index)
+        self.q_net_target: QNetwork = population.net.member_module(index, target=True)
+        params = list(self.q_net.parameters())
+        adam = population.optimizer
+        self.optimizer = _MemberOptimizer(
+            adam.member_state(index, params),
+            [{"params": params, "lr": adam.lr, "betas": (adam.beta1, adam.beta2), "eps": adam.eps}],
+        )
+        self.init_params: list[Tensor] = [p[index] for p in population.init_params]
+
+    @property
+    def policy(self) -> MemberView:
+        return self
+
+
+class _MemberOptimizer:
+    """The parts of ``torch.optim.Optimizer`` that interventions read: ``state``, ``param_groups``."""
+
+    def __init__(self, state: MemberAdamState, param_groups: list[dict[str, Any]]) -> None:
+        self.state = state
+        self.param_groups = param_groups
+
+
+class Population:
+    """S DQN members with stacked networks, trained in lock-step in one process.
+
+    Args:
+        policy: ``"MlpPolicy"`` or ``"CnnPolicy"`` (or a DQN policy class), as for SB3's DQN.
+        env: an env id (made per member with :func:`rlplast.envs.make_env`), one env factory
+            for all members, or one factory per member.
+        seeds: one seed per member (its network init, env seeding and random streams).
+        env_kwargs: keyword arguments for an env id.
+        env_import: module to import before making an env id.
+        policy_kwargs: SB3 ``policy_kwargs`` (``net_arch``, ``activation_fn``,
+            ``features_extractor_class``, ``normalize_images``; ``optimizer_kwargs`` may set
+            Adam's ``eps``/``betas``).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
+        **hyperparameters: :class:`DQNSettings` fields (SB3's names and defaults).
+
+    Raises:
+        UserError: no members, a negative seed, bad hyperparameters, an env the engine cannot
+            run, or replay buffers larger than the available memory.
+    """
+
+    def __init__(
+        self,
+        policy: str | type,
+        env: EnvSource,
+        seeds: Sequence[int],
+        *,
+        env_kwargs: Mapping[str, Any] | None = None,
+        env_import: str | None = None,
+        policy_kwargs: Mapping[str, Any] | None = None,
+        device: torch.device | str = "auto",
+        **hyperparameters: Any,
+    ) -> None:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) < 1:
+            raise UserError(f"population: needs at least 1 member (seed), got {len(seeds)}")
+        if any(s < 0 for s in seeds):
+            raise UserError(f"population: seeds must be >= 0, got {seeds}")
+        valid = {f.name for f in fields(DQNSettings)}
+        unknown = sorted(set(hyperparameters) - valid)
+        if unknown:
+            raise UserError(
+                f"population: unknown hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
+        self.settings = DQNSettings(**hyperparameters)
+        self.seeds = seeds
+        self.n_members = len(seeds)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        s = self.settings
+
+        self.envs = make_member_envs(env, self.n_members, env_kwargs, env_import)
+        try:
+            obs_space = self.envs.single_observation_space
+            action_space = self.envs.single_action_space
+            assert isinstance(action_space, gym.spaces.Discrete)
+            self.observation_space, self.action_space = obs_space, action_space
+            self.n_actions = int(action_space.n)
+            obs_shape = tuple(obs_space.shape or ())
+            obs_dtype = np.dtype(obs_space.dtype) if obs_space.dtype is not None else np.dtype(np.float32)
+            check_replay_fits(obs_shape, obs_dtype, s.buffer_size, self.n_members, self.device)
+
+            kwargs = dict(policy_kwargs or {})
+            adam_kwargs = _adam_kwargs(kwargs.get("optimizer_kwargs"))
+            members = build_member_networks(policy, obs_space, action_space, kwargs, seeds)
+            self.net = StackedQNetwork(members, self.device)
+            self.init_params = [p.detach().clone() for p in self.net.params]
+            self.optimizer = StackedAdam(self.net.params, s.learning_rate, **adam_kwargs)
+            self.replay = StackedReplayBuffer(
+                self.n_members,
+                s.buffer_size,
+                obs_shape,
+                torch.from_numpy(np.zeros(0, dtype=obs_dtype)).dtype,
+                self.device,
+                n_steps=s.n_steps,
+                gamma=s.gamma,
+            )
+        except BaseException:
+            self.envs.close()
+            raise
+        block = max(16, min(1024, 2**20 // (self.n_members * s.batch_size)))
+        self._explore = BlockStream(seeds, EXPLORATION, self._exploration_draw, 1024, self.device)
+        self._replay_rng = BlockStream(seeds, REPLAY, self._replay_draw, block, self.device)
+        self.tracker = EpisodeTracker(self.n_members)
+        #: Extra loss terms added to the TD loss of every update (see :data:`LossTerm`).
+        self.loss_terms: list[LossTerm] = []
+        #: Called after every update with the update count (interventions' ``after_update``).
+        self.after_update_hooks: list[Callable[[int], None]] = []
+
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self.exploration_rate = 0.0  # SB3 starts at 0 and sets it after every env step
+        self._n_calls = 0
+        self._total_timesteps = 0
+        self._obs: Tensor | None = None
+        self._first_reset = True
+        self.last_step: StepResult | None = None
+        #: Per-member TD loss and pre-clipping gradient norm of the last update, ``(S,)`` on the device.
+        self.last_losses: Tensor | None = None
+        self.last_grad_norms: Tensor | None = None
+        self._loss_sum = torch.zeros(self.n_members, dtype=torch.float64, device=self.device)
+        self._grad_norm_sum = torch.zeros_like(self._loss_sum)
+        self._stat_count = 0
+        self._views: dict[int, MemberView] = {}
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_config(
+        cls, cfg: Config, seeds: Sequence[int], device: str | None = None, env: EnvSource | None = None
+    ) -> Population:
+        """A population of ``cfg``'s agent and env (``train.seed`` is replaced by ``seeds``).
+
+        Args:
+            cfg: a validated rlplast config.
+            seeds: one seed per member.
+            device: overrides ``cfg.train.device``.
+            env: overrides the env made from ``cfg.env``.
+        """
+        from rlplast.agents.minatar_cnn import MinAtarCNN
+        from rlplast.train import ACTIVATIONS, resolve_device
+
+        a = cfg.agent
+        policy_kwargs: dict[str, Any] = {
+            "net_arch": list(a.net_arch),
+            "activation_fn": ACTIVATIONS[a.activation],
+        }
+        if a.features_extractor == "minatar_cnn":
+            policy_kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
+        hyper = {f.name: getattr(a, f.name) for f in fields(DQNSettings)}
+        return cls(
+            a.policy,
+            env if env is not None else cfg.env.id,
+            seeds,
+            env_kwargs=cfg.env.kwargs,
+            env_import=cfg.env.import_module,
+            policy_kwargs=policy_kwargs,
+            device=resolve_device(device or cfg.train.device),
+            **hyper,
+        )
+
+    def _exploration_draw(self, g: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        return g.random(n), g.integers(0, self.n_actions, size=n)
+
+    def _replay_draw(self, g: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        return (g.integers(0, RAW_HIGH, size=(n, self.settings.batch_size)),)
+
+    def _to_device(self, array: np.ndarray) -> Tensor:
+        t = torch.from_numpy(array)
+        return t if self.device.type == "cpu" else t.to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------ views
+    def member(self, index: int) -> MemberView:
+        """Member ``index`` as one agent (see :class:`MemberView`); made once and kept."""
+        view = self._views.get(index)
+        if view is None:
+            if not 0 <= index < self.n_members:
+                raise IndexError(f"member {index} out of range for a population of {self.n_members}")
+            view = self._views[index] = MemberView(self, index)
+        return view
+
+    # ------------------------------------------------------------------ the training loop
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: PopulationCallback | None = None,
+        reset_num_timesteps: bool = True,
+    ) -> Population:
+        """Train every member for ``total_timesteps`` env steps (SB3's ``learn`` semantics).
+
+        As in SB3, training proceeds in iterations of ``train_freq`` env steps, so the last
+        iteration may pass ``total_timesteps``; the exploration schedule runs over
+        ``total_timesteps``.
+        """
+        cb = callback or PopulationCallback()
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        self._total_timesteps = int(total_timesteps) + self.num_timesteps
+        if reset_num_timesteps or self._obs is None:
+            self._reset_envs()
+        cb.on_training_start(self)
+        s = self.settings
+        gradient_steps = s.gradient_steps if s.gradient_steps > 0 else s.train_freq
+        while self.num_timesteps < self._total_timesteps:
+            if not self.collect(cb):
+                break
+            if self.num_timesteps > 0 and self.num_timesteps > s.learning_starts:
+                self.train(gradient_steps)
+            if cb.on_iteration_end(self) is False:
+                break
+        cb.on_training_end(self)
+        return self
+
+    def _reset_envs(self) -> None:
+        seeds: list[int | None] | None = list(self.seeds) if self._first_reset else None
+        obs, _ = self.envs.reset(seed=seeds)  # type: ignore[arg-type]
+        self._first_reset = False
+        self._obs = self._to_device(obs)
+
+    def collect(self, callback: PopulationCallback) -> bool:
+        """``train_freq`` env steps of every member; False when the callback stopped training."""
+        return all(self.step(callback) for _ in range(self.settings.train_freq))
+
+    def step(self, callback: PopulationCallback) -> bool:
+        """One env step of every member (SB3's ``collect_rollouts`` body); False to stop."""
+        s = self.settings
+        obs = self._obs
+        assert obs is not None, "call learn() (it resets the envs) before step()"
+        explore_u, random_actions = self._explore.take()
+        if self.num_timesteps < s.learning_starts:
+            actions = random_actions
+        else:
+            with torch.no_grad():
+                q = self.net.forward(obs.unsqueeze(1), self.net.online)
+            actions = torch.where(
+                explore_u < self.exploration_rate, random_actions, q.squeeze(1).argmax(dim=1)
+            )
+        host_actions = actions.cpu().numpy()  # the step's only device-to-host transfer
+        next_obs, rewards, terminated, truncated, infos = self.envs.step(host_actions)
+        self.num_timesteps += 1
+        self.last_step = StepResult(host_actions, rewards, terminated, truncated, infos)
+        if callback.on_step(self) is False:
+            return False
+        done = terminated | truncated
+        self.tracker.update(self.num_timesteps, rewards, done, infos)
+
+        # Store: TimeLimit truncation is an episode end but no terminal (SB3's timeouts).
+        flags = np.stack((rewards, done, truncated & ~terminated)).astype(np.float32)
+        next_t = self._to_device(next_obs)
+        pos = self.replay.add(obs, next_t, actions, self._to_device(flags))
+        if done.any():
+            # The vector env has reset these members: their true last observation is in the info.
+            ended = np.flatnonzero(done)
+            final = np.stack([np.asarray(o) for o in infos["final_obs"][ended]])
+            self.replay.next_observations[self._to_device(ended), pos] = self._to_device(final)
+        self._obs = next_t
+
+        # SB3's DQN._on_step: target update every target_update_interval calls, then ε.
+        self._n_calls += 1
+        if self._n_calls % s.target_update_interval == 0:
+            self.net.copy_to_target(s.tau)
+        progress_remaining = 1.0 - float(self.num_timesteps) / float(self._total_timesteps)
+        self.exploration_rate = s.exploration_rate(progress_remaining)
+        return True
+
+    def train(self, gradient_steps: int) -> None:
+        """``gradient_steps`` updates of every member, each on its own replay batch."""
+        for _ in range(gradient_steps):
+            (raw,) = self._replay_rng.take()
+            self.update(self.replay.sample(self.replay.indices(raw)))
+
+    def update(self, batch: ReplaySamples) -> Tensor:
+        """One DQN gradient step of every member on ``batch`` (SB3's ``DQN.train`` body).
+
+        Returns:
+            The members' TD losses ``(S,)`` (device tensor; no host synchronisation).
+        """
+        s = self.settings
+        net = self.net
+        discounts = batch.discounts if batch.discounts is not None else s.gamma
+        with torch.no_grad():
+            next_q_values = net.forward(batch.next_observations, net.target)
+            next_q_values, _ = next_q_values.max(dim=2)
+            next_q_values = next_q_values.unsqueeze(-1)
+            target_q_values = batch.rewards + (1 - batch.dones) * discounts * next_q_values
+
+        features, all_q_values = net.features_and_q(batch.observations, net.prepare(net.params))
+        current_q_values = torch.gather(all_q_values, dim=2, index=batch.actions)
+        losses = F.smooth_l1_loss(current_q_values, target_q_values, reduction="none").mean(dim=(1, 2))
+        loss = losses.sum()  # members' parameters are disjoint: each gets its own gradient
+        for term in self.loss_terms:
+            extra = term(batch, features, all_q_values)
+            if extra is not None:
+                loss = loss + extra.sum()
+
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norms = self.optimizer.clip_grad_norms(s.max_grad_norm)
+        self.optimizer.step()
+
+        losses = losses.detach()
+        self.last_losses, self.last_grad_norms = losses, grad_norms
+        self._loss_sum += losses
+        self._grad_norm_sum += grad_norms
+        self._stat_count += 1
+        self.n_updates += 1
+        for hook in self.after_update_hooks:
+            hook(self.n_updates)
+        return losses
+
+    # ------------------------------------------------------------------ statistics
+    def pop_train_stats(self) -> dict[str, np.ndarray]:
+        """Per-member mean TD loss and gradient norm since the last call (NaN without updates);
+        one host transfer."""
+        if self._stat_count:
+            both = torch.stack((self._loss_sum, self._grad_norm_sum)).cpu().numpy() / self._stat_count
+        else:
+            both = np.full((2, self.n_members), math.nan)
+        self._loss_sum.zero_()
+        self._grad_norm_sum.zero_()
+        self._stat_count = 0
+        return {"train/loss": both[0], "train/grad_norm": both[1]}
+
+    def close(self) -> None:
+        """Close the members' envs."""
+        self.envs.close()
+
+
+def _adam_kwargs(optimizer_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Adam's ``betas``/``eps`` from SB3 ``optimizer_kwargs``; ``foreach``/``fused`` choose torch
+    kernels only (the stacked Adam performs the foreach arithmetic); anything else is refused."""
+    out: dict[str, Any] = {}
+    for key, value in dict(optimizer_kwargs or {}).items():
+        if key in ("betas", "eps"):
+            out[key] = value
+        elif key not in ("foreach", "fused", "capturable", "differentiable"):
+            raise UserError(
+                f"population: Adam option '{key}' is not supported by the stacked Adam; valid: betas, eps"
+            )
+    return out
