@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlplast.compare import read_manifest, run_compare
+from rlplast.rundir import read_manifest
+from rlplast.sweep import run_compare
 
 BASE = """\
 env: {id: CartPole-v1}

@@ -151,8 +151,8 @@ def _report_done(summary: dict, run_dir: Path) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rlplast.compare import run_compare
     from rlplast.methods import parse_methods
+    from rlplast.sweep import run_compare
 
     result = run_compare(
         args.config,

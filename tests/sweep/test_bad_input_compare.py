@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlplast.cli import main
-from rlplast.compare import _Progress
+from rlplast.sweep import Progress
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = """\
@@ -112,7 +112,7 @@ def test_base_config_errors_name_the_config(setup: Path, capsys):
 
 def test_an_env_module_that_crashes_stays_a_run_failure_not_bad_input(setup: Path, monkeypatch):
     """Only UserErrors are bad input: a RuntimeError while importing env.import is the run's failure."""
-    from rlplast.compare import check_runs, plan_sweep
+    from rlplast.sweep import check_runs, plan_sweep
 
     (setup / "crash_on_import_b.py").write_text("raise RuntimeError('boom')\n")
     monkeypatch.syspath_prepend(str(setup))
@@ -186,7 +186,7 @@ def test_corrupt_summary_of_a_done_run_is_named_and_kept(setup: Path, capsys, su
 
 # ------------------------------------------------------------------ docs
 def test_eta_is_what_docs_compare_md_says(capsys):
-    progress = _Progress(total=10, already=0, quiet=False)
+    progress = Progress(total=10, already=0, quiet=False)
     progress.start -= 90.0  # started 90 s ago; 3 runs finish now
     for _ in range(3):
         progress.update("r", ok=True, wall=50.0)

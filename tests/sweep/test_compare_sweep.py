@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+import rlplast.sweep.compare as sweep_compare
 from rlplast.cli import main
-from rlplast.compare import read_manifest
+from rlplast.rundir import read_manifest
+from rlplast.sweep import plan_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import tiny_overrides  # noqa: E402
@@ -23,11 +28,22 @@ output: {tensorboard: false, save_model: false}
 """
 
 
+def _set_values(metrics: bool = True) -> list[str]:
+    return [*tiny_overrides(STEPS, metrics=metrics), "metrics.every_steps=100"]
+
+
 def _overrides(metrics: bool = True) -> list[str]:
     out: list[str] = []
-    for o in [*tiny_overrides(STEPS, metrics=metrics), "metrics.every_steps=100"]:
+    for o in _set_values(metrics):
         out += ["--set", o]
     return out
+
+
+def _need_ray() -> None:
+    """Ray is an optional extra: skip without it, except in CI, which installs it (`make install`)."""
+    if os.environ.get("CI") and importlib.util.find_spec("ray") is None:
+        pytest.fail("CI installs rlplast[ray] (Makefile: .[dev,ray]) but ray is not importable")
+    pytest.importorskip("ray")
 
 
 @pytest.fixture
@@ -180,13 +196,54 @@ def test_ray_backend_missing_is_a_user_error(setup: Path, monkeypatch, capsys):
     assert not (setup / "o").exists()
 
 
-def test_ray_backend_runs_a_tiny_sweep_with_at_most_workers_at_once(setup: Path):
-    pytest.importorskip("ray")
+def _edit_configs_when_workers_start(setup: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    """Edit the base config and every overlay on disk after planning, just before the workers start."""
+    real = getattr(sweep_compare, backend)
+
+    def edit_then_run(*args, **kwargs) -> None:
+        with open(setup / "base.yaml", "a") as f:
+            f.write("agent: {gamma: 0.5}\n")
+        for overlay in (setup / "methods").glob("*.yaml"):
+            overlay.write_text("interventions:\n  - {name: reset_last_layers, every_steps: 50}\n")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_compare, backend, edit_then_run)
+
+
+def _planned(setup: Path, methods: list[str], seeds: int, metrics: bool = True) -> dict[str, str]:
+    """Each run's resolved config text, as planned (plan_sweep writes nothing)."""
+    _, specs = plan_sweep(setup / "base.yaml", methods, seeds, _set_values(metrics), setup / "sweep")
+    return {spec.name: spec.config_text for spec in specs}
+
+
+def _assert_trained_as_planned(out: Path, planned: dict[str, str], edited: dict[str, str]) -> None:
+    runs = read_manifest(out)["runs"]
+    for name, text in planned.items():
+        assert text != edited[name]  # the edit matters: a worker reading the YAML would train another config
+        assert (out / "runs" / name / "config.yaml").read_text() == text, name
+        assert runs[name]["config_hash"] == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_runs_train_the_planned_config_not_later_edits(setup: Path, monkeypatch):
+    """A job's payload is the resolved config text: YAML edited while the sweep runs changes nothing."""
+    planned = _planned(setup, ["vanilla", "reset"], seeds=1)
+    _edit_configs_when_workers_start(setup, monkeypatch, "run_local")
+    out = setup / "sweep"
+    assert _compare(setup / "base.yaml", out, "vanilla,reset", seeds=1) == 0
+    _assert_trained_as_planned(out, planned, _planned(setup, ["vanilla", "reset"], seeds=1))
+
+
+def test_ray_backend_runs_a_tiny_sweep_with_at_most_workers_at_once(setup: Path, monkeypatch):
+    _need_ray()
+    planned = _planned(setup, ["vanilla"], seeds=2, metrics=False)
+    _edit_configs_when_workers_start(setup, monkeypatch, "run_ray")
     out = setup / "sweep"
     args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "1"]
     assert main([*args, "--backend", "ray", "--out", str(out), "--quiet", *_overrides(metrics=False)]) == 0
     runs = read_manifest(out)["runs"]
     assert {n: e["state"] for n, e in runs.items()} == {"vanilla-s0": "done", "vanilla-s1": "done"}
+    # Ray tasks get the planned config text too, not the files edited meanwhile.
+    _assert_trained_as_planned(out, planned, _planned(setup, ["vanilla"], seeds=2, metrics=False))
     # --workers 1: the second run is submitted only once the first has finished.
     assert runs["vanilla-s1"]["started"] >= runs["vanilla-s0"]["finished"] > runs["vanilla-s0"]["started"]
     assert (out / "runs" / "vanilla-s1" / "summary.json").is_file()

@@ -1,0 +1,236 @@
+"""The ``local`` backend: a pool of worker processes on this machine, each training one run at a time.
+
+Workers are started with the ``forkserver`` start method (``spawn`` where it does not exist), never
+``fork``, which is unsafe once torch has started threads. The parent hands out the jobs one at a time
+through a pipe per worker, so it always knows which worker trains which run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rlplast.sweep.job import JobListener, JobResult, run_job
+from rlplast.sweep.plan import RunSpec
+from rlplast.sweep.signals import STOP_SIGNALS, StopRequest
+
+
+def pin_math_threads() -> None:
+    """Pin every math library of a worker to one thread before torch/NumPy are imported there."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def die_with_parent() -> None:
+    """Linux: SIGTERM this worker (a graceful stop) when its parent dies, even of SIGKILL.
+
+    With the forkserver start method the parent is the fork server, which exits with the sweep.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):  # best effort
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
+def worker_main(conn: Any) -> None:
+    """A local worker process: runs the :class:`~rlplast.sweep.job.Job` objects it receives on ``conn``.
+
+    Each :class:`~rlplast.sweep.job.JobResult` goes back through ``conn``; ``None`` (or a closed
+    pipe) ends the worker. SIGTERM and SIGINT only mark the worker as stopping while it is idle or
+    starting a run (it then skips the run); during training :func:`rlplast.train.run_training`'s own
+    handler checkpoints and stops.
+    """
+    received: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    die_with_parent()
+    pin_math_threads()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if job is None:
+            return
+        received.clear()  # the parent sends no job while it is stopping
+        try:
+            result = run_job(job, received)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt from a stray handler
+            result = JobResult(ok=False, stopped=True, error=type(exc).__name__)
+        try:
+            conn.send(result)
+        except OSError:
+            return
+
+
+def mp_context() -> Any:
+    """``forkserver`` where it exists, else ``spawn``: fork after torch has started threads can deadlock.
+
+    Returns ``Any``: typeshed's ``BaseContext`` lacks ``Process``.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def died(exitcode: int, stopping: bool) -> JobResult:
+    """The result of a job whose worker ended without reporting.
+
+    Args:
+        exitcode: the worker's exit code as multiprocessing reports it (negative: killed by a signal).
+        stopping: the sweep is stopping: the run is ``interrupted`` rather than ``failed``.
+    """
+    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit code {exitcode}"
+    return JobResult(ok=False, error=f"worker process died ({how})", stopped=stopping)
+
+
+@dataclass
+class Worker:
+    """A local worker process, its end of the job pipe, and the run it is training (if any)."""
+
+    process: Any
+    conn: Any
+    spec: RunSpec | None = None
+
+
+class LocalPool:
+    """Up to ``workers`` worker processes, each training one run at a time.
+
+    On a stop request no run is handed out any more and the busy workers get SIGTERM (again every
+    second until they answer: one still setting up its run checkpoints once training has begun); a
+    second request kills them. A worker that exits without answering "died"; its run fails (or is
+    interrupted, when the sweep is stopping), and a fresh worker takes the next run.
+
+    Args:
+        workers: the most worker processes at once.
+        listener: told when each run starts and ends.
+        stop: the sweep's stop request.
+    """
+
+    def __init__(self, workers: int, listener: JobListener, stop: StopRequest) -> None:
+        self.size = workers
+        self.listener = listener
+        self.stop = stop
+        self.ctx = mp_context()
+        self.pool: list[Worker] = []
+        self.last_term = -1.0
+        self.killed = False
+
+    def run(self, todo: list[RunSpec]) -> None:
+        """Train ``todo`` (in this order) and return when every run ended or the sweep stopped."""
+        queue = list(todo)
+        try:
+            while True:
+                self.hand_out(queue)
+                busy = [w for w in self.pool if w.spec is not None]
+                if not busy:
+                    break  # all done, or stopped before the queue was empty
+                self.pass_on_stop(busy)
+                self.collect(busy)
+        finally:
+            self.close()
+
+    def hand_out(self, queue: list[RunSpec]) -> None:
+        """Give queued runs to idle workers (starting workers up to the pool size)."""
+        while queue and not self.stop.requested:
+            worker = self.idle_worker()
+            if worker is None:
+                return
+            spec = queue.pop(0)
+            try:
+                worker.conn.send(spec.job())
+            except OSError:  # the idle worker is gone: another one takes the run
+                queue.insert(0, spec)
+                self.pool.remove(worker)
+                continue
+            worker.spec = spec
+            self.listener.on_start(spec)
+
+    def idle_worker(self) -> Worker | None:
+        """An idle worker, a new one when the pool is not full, else None."""
+        idle = next((w for w in self.pool if w.spec is None), None)
+        if idle is None and len(self.pool) < self.size:
+            parent_end, child_end = self.ctx.Pipe()
+            process = self.ctx.Process(target=worker_main, args=(child_end,), name="rlplast-worker")
+            idle = Worker(process, parent_end)
+            process.start()
+            child_end.close()
+            self.pool.append(idle)
+        return idle
+
+    def pass_on_stop(self, busy: list[Worker]) -> None:
+        """SIGTERM the busy workers once a second while stopping; SIGKILL them on a second request."""
+        self.stop.acknowledge(len(busy))
+        if self.stop.forced and not self.killed:
+            for w in busy:
+                w.process.kill()
+            self.killed = True
+        elif self.stop.requested and not self.killed and time.monotonic() - self.last_term >= 1.0:
+            for w in busy:
+                w.process.terminate()  # SIGTERM: checkpoint and stop
+            self.last_term = time.monotonic()
+
+    def collect(self, busy: list[Worker]) -> None:
+        """Wait up to 0.5 s for results and ended workers, then record them."""
+        multiprocessing.connection.wait([x for w in busy for x in (w.conn, w.process.sentinel)], timeout=0.5)
+        for w in busy:
+            result = _receive(w.conn)
+            if result is not None:
+                self.finish(w, result)
+            elif not w.process.is_alive():
+                w.process.join()
+                self.pool.remove(w)
+                w.conn.close()
+                self.finish(w, died(w.process.exitcode, self.stop.requested))
+
+    def finish(self, worker: Worker, result: JobResult) -> None:
+        """The worker's run ended with ``result``: the worker is idle again."""
+        spec, worker.spec = worker.spec, None
+        assert spec is not None
+        self.listener.on_end(spec, result)
+
+    def close(self) -> None:
+        """End every worker: idle ones are told to exit, busy ones (after an error here) get SIGTERM."""
+        for w in self.pool:
+            if w.spec is None:
+                with contextlib.suppress(OSError):
+                    w.conn.send(None)
+            else:  # only after an error in the parent itself: let the run checkpoint
+                w.process.terminate()
+        for w in self.pool:
+            w.process.join(timeout=30)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+
+
+def _receive(conn: Any) -> JobResult | None:
+    """The worker's result if one is waiting."""
+    with contextlib.suppress(EOFError, OSError):
+        if conn.poll():
+            return conn.recv()
+    return None
+
+
+def run_local(
+    todo: list[RunSpec], workers: int, listener: JobListener, stop: StopRequest | None = None
+) -> None:
+    """Train ``todo`` on up to ``workers`` local worker processes (see :class:`LocalPool`).
+
+    Args:
+        todo: the runs to train, in order.
+        workers: the most runs at once.
+        listener: told when each run starts and ends.
+        stop: the sweep's stop request (default: one that is never made).
+    """
+    LocalPool(workers, listener, stop or StopRequest()).run(todo)
