@@ -3,6 +3,12 @@
 Workers are started with the ``forkserver`` start method (``spawn`` where it does not exist), never
 ``fork``, which is unsafe once torch has started threads. The parent hands out the jobs one at a time
 through a pipe per worker, so it always knows which worker trains which run.
+
+A worker's pipe is also how the parent learns that it ended: its result arrives there, and the pipe
+reaches end-of-file when the worker exits. The exit status comes through the fork server, which a
+signal to the whole process group (``kill -TERM -PGID``, a batch scheduler) stops too; while the
+sweep is stopping, the parent therefore waits for each worker's pipe instead of trusting a status
+the fork server can no longer give.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from typing import Any
 from rlplast.sweep.job import JobListener, JobResult, run_job
 from rlplast.sweep.plan import RunSpec
 from rlplast.sweep.signals import STOP_SIGNALS, StopRequest
+
+#: The exit code multiprocessing reports for a fork-server child whose status it could not read
+#: (the fork server is gone), not the worker's own exit code.
+STATUS_LOST = 255
 
 
 def pin_math_threads() -> None:
@@ -82,15 +92,20 @@ def mp_context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def died(exitcode: int, stopping: bool) -> JobResult:
+def died(exitcode: int | None, stopping: bool) -> JobResult:
     """The result of a job whose worker ended without reporting.
 
     Args:
         exitcode: the worker's exit code as multiprocessing reports it (negative: killed by a signal).
         stopping: the sweep is stopping: the run is ``interrupted`` rather than ``failed``.
     """
-    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit code {exitcode}"
-    return JobResult(ok=False, error=f"worker process died ({how})", stopped=stopping)
+    if stopping and exitcode == STATUS_LOST:
+        error = "worker process ended while the sweep stopped, without reporting (exit status lost with the fork server)"
+    else:
+        code = exitcode if exitcode is not None else STATUS_LOST
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        error = f"worker process died ({how})"
+    return JobResult(ok=False, error=error, stopped=stopping)
 
 
 @dataclass
@@ -163,7 +178,7 @@ class LocalPool:
             process = self.ctx.Process(target=worker_main, args=(child_end,), name="rlplast-worker")
             idle = Worker(process, parent_end)
             process.start()
-            child_end.close()
+            child_end.close()  # the worker holds the only other end: its exit closes the pipe
             self.pool.append(idle)
         return idle
 
@@ -179,14 +194,27 @@ class LocalPool:
                 w.process.terminate()  # SIGTERM: checkpoint and stop
             self.last_term = time.monotonic()
 
+    @property
+    def trust_exit_status(self) -> bool:
+        """Whether a worker's exit status (read through the fork server) tells that it ended.
+
+        Not while stopping: the signal may have stopped the fork server too, and then every worker
+        looks ended while it is still writing its checkpoint. Its pipe tells instead. Once the workers
+        are killed, their status is trusted again (they are gone for sure).
+        """
+        return not self.stop.requested or self.killed
+
     def collect(self, busy: list[Worker]) -> None:
         """Wait up to 0.5 s for results and ended workers, then record them."""
-        multiprocessing.connection.wait([x for w in busy for x in (w.conn, w.process.sentinel)], timeout=0.5)
+        ready = [w.conn for w in busy]
+        if self.trust_exit_status:
+            ready += [w.process.sentinel for w in busy]
+        multiprocessing.connection.wait(ready, timeout=0.5)
         for w in busy:
-            result = _receive(w.conn)
+            result, ended = _receive(w.conn)
             if result is not None:
                 self.finish(w, result)
-            elif not w.process.is_alive():
+            elif ended or (self.trust_exit_status and not w.process.is_alive()):
                 w.process.join()
                 self.pool.remove(w)
                 w.conn.close()
@@ -214,12 +242,14 @@ class LocalPool:
             w.conn.close()
 
 
-def _receive(conn: Any) -> JobResult | None:
-    """The worker's result if one is waiting."""
-    with contextlib.suppress(EOFError, OSError):
+def _receive(conn: Any) -> tuple[JobResult | None, bool]:
+    """``(result, ended)``: the worker's result if one is waiting; ``ended`` when its pipe is closed."""
+    try:
         if conn.poll():
-            return conn.recv()
-    return None
+            return conn.recv(), False
+    except (EOFError, OSError):
+        return None, True
+    return None, False
 
 
 def run_local(

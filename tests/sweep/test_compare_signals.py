@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rlplast.sweep.local import STATUS_LOST, died
+
 BASE = """\
 env:
   id: rlplast/PermutedCartPole-v0
@@ -41,14 +43,19 @@ def _group(pgid: int) -> list[str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
-    "sig",
+    ("sig", "group"),
     [
-        pytest.param(signal.SIGTERM, id="SIGTERM"),
+        pytest.param(signal.SIGTERM, False, id="SIGTERM"),
+        # To the whole process group (a shell's `kill -TERM -PGID`, a batch scheduler): the fork
+        # server stops too, and the workers' exit status with it; they still report their checkpoints.
+        pytest.param(signal.SIGTERM, True, id="SIGTERM-group"),
         # The same path with another signal number; ~15 s more, so with `make test-slow`.
-        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.slow),
+        pytest.param(signal.SIGINT, False, id="SIGINT", marks=pytest.mark.slow),
     ],
 )
-def test_signal_stops_workers_with_checkpoints_and_marks_runs_interrupted(tmp_path: Path, sig: int):
+def test_signal_stops_workers_with_checkpoints_and_marks_runs_interrupted(
+    tmp_path: Path, sig: int, group: bool
+):
     (tmp_path / "methods").mkdir()
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "methods" / "vanilla.yaml").write_text("{}\n")
@@ -81,7 +88,10 @@ def test_signal_stops_workers_with_checkpoints_and_marks_runs_interrupted(tmp_pa
             assert proc.poll() is None, (tmp_path / "err.txt").read_text()
             assert time.monotonic() < deadline, "no run started training"
             time.sleep(0.1)
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         code = proc.wait(timeout=90)
         stderr = (tmp_path / "err.txt").read_text()
         assert code == 128 + sig, stderr
@@ -104,9 +114,21 @@ def test_signal_stops_workers_with_checkpoints_and_marks_runs_interrupted(tmp_pa
         for name in trained:
             assert list((sweep / "runs" / name / "checkpoints").glob("ckpt-*")), name
             assert not (sweep / "runs" / name / "error.txt").exists()
+            # What the worker said, not "worker process died (exit code 255)".
+            error = runs[name]["error"]
+            assert error.startswith(f"received {signal.Signals(sig).name}; checkpoint saved at step"), error
         assert not (sweep / "report").exists()
     finally:
         if proc.poll() is None or _group(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_a_worker_that_ends_without_reporting_is_named_honestly():
+    assert died(-9, stopping=False).error == "worker process died (killed by SIGKILL)"
+    assert died(3, stopping=False).error == "worker process died (exit code 3)"
+    assert not died(3, stopping=False).stopped and died(-15, stopping=True).stopped
+    # While stopping, 255 is multiprocessing's "the fork server is gone", not the worker's exit code.
+    lost = died(STATUS_LOST, stopping=True)
+    assert lost.stopped and "exit code 255" not in lost.error and "fork server" in lost.error
