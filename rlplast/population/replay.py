@@ -106,6 +106,30 @@ def check_replay_fits(
     return need
 
 
+def _numpy_row_sum(x: Tensor) -> Tensor:
+    """``x.sum(-1, keepdim=True)`` in the order NumPy's pairwise summation adds a short row
+    (left to right below 8 terms; 8 running sums, then their pairwise sum and the rest, up to 128),
+    so n-step returns equal SB3's bitwise; longer rows use torch's order."""
+    n = x.shape[-1]
+    if n < 8:
+        out = x[..., :1]
+        for k in range(1, n):
+            out = out + x[..., k : k + 1]
+        return out
+    if n > 128:
+        return x.sum(dim=-1, keepdim=True)
+    full = n - n % 8
+    r = x[..., :8]
+    for i in range(8, full, 8):
+        r = r + x[..., i : i + 8]
+    out = ((r[..., 0:1] + r[..., 1:2]) + (r[..., 2:3] + r[..., 3:4])) + (
+        (r[..., 4:5] + r[..., 5:6]) + (r[..., 6:7] + r[..., 7:8])
+    )
+    for k in range(full, n):
+        out = out + x[..., k : k + 1]
+    return out
+
+
 @dataclass
 class ReplaySamples:
     """A batch per member: every field has the member axis first, ``(S, B, ...)``.
@@ -167,9 +191,10 @@ class StackedReplayBuffer:
         self._flags_flat = self.flags.view(3, s * n)
         self._offsets = (torch.arange(s, device=self.device) * n).view(s, 1)
         self._steps = torch.arange(self.n_steps, device=self.device)
-        self._discount_powers = self.gamma ** torch.arange(
-            self.n_steps, dtype=torch.float32, device=self.device
-        )
+        # gamma ** k as SB3 computes it (NumPy's float32 power; torch's differs in the last bit).
+        powers = self.gamma ** np.arange(self.n_steps + 1, dtype=np.float32)
+        self._gamma_powers = torch.from_numpy(powers).to(self.device)
+        self._discount_powers = self._gamma_powers[: self.n_steps]
 
     def size(self) -> int:
         """Transitions stored per member."""
@@ -231,9 +256,9 @@ class StackedReplayBuffer:
         done_idx = done_or_truncated.to(torch.uint8).argmax(dim=2)  # first True, as NumPy's argmax
         done_idx = torch.where(done_or_truncated.any(dim=2), done_idx, n - 1)
         mask = self._steps <= done_idx.unsqueeze(-1)  # (S, B, n)
-        target_q_discounts = self.gamma ** mask.sum(dim=2, keepdim=True).to(torch.float32)
+        target_q_discounts = self._gamma_powers[mask.sum(dim=2, keepdim=True)]
         discounted = rewards_seq * self._discount_powers * mask
-        n_step_returns = discounted.sum(dim=2, keepdim=True)
+        n_step_returns = _numpy_row_sum(discounted)
         last = (idx + done_idx) % size
         last_flat = (last + self._offsets).view(-1)
         next_obs = self._next_flat.index_select(0, last_flat).view(s, b, *self.obs_shape)
