@@ -1,0 +1,104 @@
+"""Device discipline: no host-synchronising op in the update or step path; the same code on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+#: aten ops that make the host wait for the device (a value read back or a data-dependent shape).
+SYNC_OPS = {
+    "aten._local_scalar_dense",  # .item(), float(), bool(), int() of a tensor
+    "aten.is_nonzero",
+    "aten.nonzero",
+    "aten.masked_select",
+    "aten.equal",
+    "aten.allclose",
+    "aten.unique",
+    "aten._unique2",
+    "aten.unique_consecutive",
+    "aten.repeat_interleave",
+    "aten.masked_scatter",
+    "boolean mask index",
+}
+
+
+class _Spy(TorchDispatchMode):
+    """Records the aten ops that run (and boolean-mask indexing, whose nonzero CPU kernels hide)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.ops.append(name)
+        if name in ("aten.index", "aten.index_put", "aten.index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]
+        ):
+            self.ops.append("boolean mask index")  # a data-dependent shape: nonzero inside
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_update_path_has_no_host_synchronisation(make_population, n_steps):
+    """Sampling, the TD loss, backward, clipping, Adam and the statistics run without one op
+    that waits for the device (checked on the CPU by intercepting every aten op)."""
+    pop = make_population([0, 1, 2], learning_starts=40, n_steps=n_steps)
+    pop.learn(60)
+    spy = _Spy()
+    with spy:
+        pop.train(3)
+    assert len(spy.ops) > 50
+    assert "aten.baddbmm" in spy.ops and "aten._foreach_lerp_" in spy.ops  # the spy sees the update
+    assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
+
+
+def test_step_path_has_no_host_synchronisation_besides_the_actions(make_population):
+    """Acting, storing and the target update: no synchronising op (the actions' copy to the host
+    is the one transfer; on the CPU it is free)."""
+    pop = make_population([0, 1], learning_starts=10, target_update_interval=2)
+    pop.learn(20)
+    spy = _Spy()
+    with spy:
+        pop.learn(8, reset_num_timesteps=False)  # includes episode ends, updates and target copies
+    assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_population_on_cuda(make_population):
+    """The same code trains on CUDA; an update from the same parameters and batch matches the CPU's
+    to float32 round-off; the update path raises under CUDA's sync debug mode 'error' if it syncs."""
+    cpu = make_population([0, 1], learning_starts=40)
+    gpu = make_population([0, 1], learning_starts=40, device="cuda")
+    assert gpu.replay.observations.is_cuda and gpu.net.params[0].is_cuda
+    gpu.learn(200)
+    assert gpu.n_updates > 0
+    assert torch.isfinite(torch.as_tensor(gpu.pop_train_stats()["train/loss"])).all()
+    for p_cpu, p_gpu in zip(cpu.net.params, gpu.net.params, strict=True):  # fresh CPU twin of the start
+        assert p_cpu.shape == p_gpu.shape
+    gpu2 = make_population([0, 1], learning_starts=40, device="cuda")
+    cpu.learn(60)
+    gpu2.learn(60)
+    batch = cpu.replay.sample(cpu.replay.indices(torch.arange(64).view(2, 32)))
+    moved = type(batch)(*[None if t is None else t.cuda() for t in vars(batch).values()])
+    with torch.no_grad():
+        for a, b in zip(gpu2.net.params, cpu.net.params, strict=True):
+            a.copy_(b)
+        for a, b in zip(gpu2.net.target_params, cpu.net.target_params, strict=True):
+            a.copy_(b)
+    gpu2.optimizer.load_state_dict(cpu.optimizer.state_dict())
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss_gpu = gpu2.update(moved)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    loss_cpu = cpu.update(batch)
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-5, atol=1e-7)
+    for a, b in zip(gpu2.net.params, cpu.net.params, strict=True):
+        torch.testing.assert_close(a.detach().cpu(), b.detach(), rtol=1e-4, atol=1e-6)
+    gpu.close()
+    gpu2.close()
+    cpu.close()
