@@ -53,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    from rlplast.methods import DEFAULT_METHODS
+
     p = sub.add_parser("compare", help="run a methods × seeds sweep in parallel, then report")
     p.add_argument("config", help="base YAML config; methods are overlays in methods/ beside it")
     p.add_argument(
-        "--methods", required=True, help="comma-separated method names (methods/<name>.yaml) or .yaml paths"
+        "--methods",
+        help="comma-separated method names (methods/<name>.yaml) or .yaml paths "
+        f"(default: {','.join(DEFAULT_METHODS)})",
     )
     p.add_argument(
         "--seeds", type=int, default=5, help="number of seeds, 0..S-1 (default 5); sets each run's train.seed"
@@ -156,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result = run_compare(
         args.config,
-        parse_methods(args.methods),
+        parse_methods(args.methods) if args.methods is not None else None,
         seeds=args.seeds,
         overrides=list(args.overrides),
         out=args.out,

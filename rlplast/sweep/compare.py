@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlplast.errors import TrainingStopped, UserError
+from rlplast.methods import DEFAULT_METHODS
 from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir
 from rlplast.sweep.job import JobResult
 from rlplast.sweep.local import run_local
@@ -191,7 +192,7 @@ def select_todo(
 
 def run_compare(
     config_path: str | Path,
-    methods: list[str],
+    methods: list[str] | None = None,
     seeds: int = 5,
     overrides: list[str] | None = None,
     out: str | Path | None = None,
@@ -210,7 +211,8 @@ def run_compare(
 
     Args:
         config_path: the base YAML config.
-        methods: method names (``methods/<name>.yaml`` beside the config) or ``.yaml`` paths.
+        methods: method names (``methods/<name>.yaml`` beside the config) or ``.yaml`` paths; None:
+            :data:`rlplast.methods.DEFAULT_METHODS` (said on stderr once the input is checked).
         seeds: seeds ``0 .. seeds-1``.
         overrides: ``--set`` overrides applied to every run (not ``train.seed``: use ``seeds``).
         out: the sweep directory (default ``sweeps/<config stem>``).
@@ -237,6 +239,8 @@ def run_compare(
         import_ray()  # fail before anything starts
     finished = finished_unrecorded(specs, check_previous(out_dir, specs))
     check_runs(config_path, specs)
+    if methods is None:
+        print(f"rlplast compare: no --methods given: running {', '.join(DEFAULT_METHODS)}", file=sys.stderr)
 
     start = time.perf_counter()
     stop = StopRequest()
@@ -246,8 +250,9 @@ def run_compare(
         todo = select_todo(manifest, specs, finished)
         result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
         progress = Progress(len(specs), result.skipped, quiet)
+        n_methods = len({spec.method for spec in specs})
         progress.say(
-            f"{len(specs)} runs ({len(methods)} methods × {seeds} seeds), "
+            f"{len(specs)} runs ({n_methods} methods × {seeds} seeds), "
             f"{result.skipped} already done, {len(todo)} to run on {backend} "
             f"{'(as the cluster allows)' if uncapped else f'with {workers} workers'}; "
             f"sweep directory: {out_dir}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
 from rlplast.errors import UserError
-from rlplast.methods import resolve_method
+from rlplast.methods import DEFAULT_METHODS, resolve_method
 from rlplast.rundir import run_name
 from rlplast.sweep.job import Job
 
@@ -135,7 +135,7 @@ def blame(
 
 def plan_sweep(
     config_path: str | Path,
-    methods: list[str],
+    methods: list[str] | None,
     seeds: int,
     overrides: list[str] | None = None,
     out: str | Path | None = None,
@@ -146,7 +146,8 @@ def plan_sweep(
 
     Args:
         config_path: the base YAML config.
-        methods: method names (``methods/<name>.yaml`` beside the config) or ``.yaml`` paths.
+        methods: method names (``methods/<name>.yaml`` beside the config) or ``.yaml`` paths;
+            None: :data:`rlplast.methods.DEFAULT_METHODS`.
         seeds: seeds ``0 .. seeds-1``.
         overrides: ``--set`` overrides applied to every run (not ``train.seed``).
         out: the sweep directory (default ``sweeps/<config stem>``).
@@ -167,8 +168,15 @@ def plan_sweep(
     out_dir = Path(out) if out else Path("sweeps") / Path(config_path).stem
     specs: list[RunSpec] = []
     seen: dict[str, str] = {}
-    for entry in methods:
-        name, path = resolve_method(config_path, entry)
+    for entry in methods if methods is not None else DEFAULT_METHODS:
+        try:
+            name, path = resolve_method(config_path, entry)
+        except UserError as exc:
+            if methods is not None:
+                raise
+            raise UserError(
+                f"{exc} (no --methods given: the default is {', '.join(DEFAULT_METHODS)})"
+            ) from None
         if name in seen:
             raise UserError(f"methods '{seen[name]}' and '{entry}' both resolve to the name '{name}'")
         seen[name] = entry

@@ -68,6 +68,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
         (["--methods", "vanilla", "--set", "train.seed=7"], "use --seeds"),
         (["--methods", "vanilla", "--set", "train={seed: 7}"], "use --seeds"),
         (["--methods", "vanilla", "--ray-address", "127.0.0.1:6379"], "--ray-address needs --backend ray"),
+        # without --methods the defaults run; here methods/reset.yaml is missing
+        (["--seeds", "1"], "unknown method 'reset'"),
+        (["--seeds", "1"], "(no --methods given: the default is vanilla, reset, ncreg)"),
     ],
 )
 def test_bad_config_is_rejected_before_any_run(setup: Path, capsys, args: list[str], message: str):

@@ -321,3 +321,26 @@ def test_finished_run_the_manifest_does_not_record_is_kept_not_retrained(setup: 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different config.yaml" in err[0] and "vanilla-s0" in err[0]
     assert {p.name: (_stat(p), p.read_bytes()) for p in run.iterdir() if p.is_file()} == before
+
+
+def test_without_methods_runs_the_default_methods_and_says_so(setup: Path, capsys):
+    (setup / "methods" / "ncreg.yaml").write_text("interventions:\n  - {name: nc_regularizer}\n")
+    out = setup / "sweep"
+    args = [
+        "compare",
+        str(setup / "base.yaml"),
+        "--seeds",
+        "1",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main([*args, *_overrides(metrics=False)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["rlplast compare: no --methods given: running vanilla, reset, ncreg"]
+    assert set(read_manifest(out)["runs"]) == {"vanilla-s0", "reset-s0", "ncreg-s0"}
+    # --methods still chooses (here: nothing left to train), and then nothing is said about defaults.
+    assert main([*args, "--methods", "vanilla", *_overrides(metrics=False)]) == 0
+    assert "--methods" not in capsys.readouterr().err
