@@ -19,7 +19,7 @@ Default ``when``: ``interval`` if ``every_steps`` is given, otherwise ``task_swi
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rlplast.errors import UserError
@@ -30,12 +30,24 @@ from rlplast.interventions.base import Intervention
 class ScheduledIntervention(Intervention, abc.ABC):
     """Base for interventions that act at discrete events; subclasses implement :meth:`fire`."""
 
-    every_steps: int | None = None
-    """Env steps between interval firings (needed for ``when`` = interval or both)."""
-    when: str | None = None
-    """interval | task_switch | both (default: interval if every_steps is set, else task_switch)."""
-
     WHEN_CHOICES: ClassVar[tuple[str, ...]] = ("interval", "task_switch", "both")
+
+    every_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "env steps between interval firings (needed for when = interval or both)",
+            "min": 0,
+            "exclusive_min": True,
+        },
+    )
+    when: str | None = field(
+        default=None,
+        metadata={
+            "help": "interval, task_switch or both; default: interval if every_steps is set, else "
+            "task_switch",
+            "choices": [*WHEN_CHOICES, None],
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.when is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,8 +27,10 @@ class L2Init(Intervention):
     term since the last log) and ``train/l2_init_distance`` (‖θ − θ₀‖ at the last update).
     """
 
-    coef: float = 1e-4
-    """λ, the weight of the penalty (>= 0; the literature uses 1e-2 .. 1e-5)."""
+    coef: float = field(
+        default=1e-4,
+        metadata={"help": "λ, the weight of the penalty (the literature uses 1e-2 .. 1e-5)", "min": 0.0},
+    )
 
     def __post_init__(self) -> None:
         if self.coef < 0.0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -53,17 +53,26 @@ class NCRegularizer(Intervention):
     none) and ``train/nc_reg_skipped`` (number of skipped batches).
     """
 
-    coef: float = 0.05
-    """λ, weight of the NC1 reward (>= 0)."""
-    cap: float = 200.0
-    """NC1 values above ``cap`` are clipped (> 0)."""
-    variant: str = "pinv"
-    """pinv: Tr(Σ_W Σ_B^†)/C; quotient: Tr Σ_W / Tr Σ_B."""
-    n_min: int = 2
-    """Minimum samples of an action in the batch for it to count as a class (>= 1)."""
-
     VARIANTS: ClassVar[tuple[str, ...]] = ("pinv", "quotient")
     _FOLD: ClassVar[int] = 1024
+
+    coef: float = field(default=0.05, metadata={"help": "λ, weight of the NC1 reward", "min": 0.0})
+    cap: float = field(
+        default=200.0,
+        metadata={
+            "help": "NC1 values above cap are clipped (no reward, no gradient)",
+            "min": 0.0,
+            "exclusive_min": True,
+        },
+    )
+    variant: str = field(
+        default="pinv",
+        metadata={"help": "pinv: Tr(Σ_W Σ_B^†)/C; quotient: Tr Σ_W / Tr Σ_B", "choices": list(VARIANTS)},
+    )
+    n_min: int = field(
+        default=2,
+        metadata={"help": "minimum samples of an action in the batch for it to count as a class", "min": 1},
+    )
 
     def __post_init__(self) -> None:
         if self.coef < 0.0:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions._nets import FreshInit, linear_layers
 from rlplast.interventions.base import Intervention, register
+from rlplast.nets import FreshInit, linear_layers
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
@@ -38,14 +38,16 @@ class ReDo(Intervention):
     ``intervention/redo_units_reset`` (units recycled so far) and ``intervention/redo_checks``.
     """
 
-    every_updates: int = 1000
-    """Gradient updates between checks (>= 1)."""
-    tau: float = 0.025
-    """Dormancy threshold on the normalised score (>= 0)."""
-    batch_size: int = 256
-    """Replay observations used to score the units (>= 1)."""
-    seed: int = 0
-    """Seed of the generator that picks those observations (>= 0)."""
+    every_updates: int = field(default=1000, metadata={"help": "gradient updates between checks", "min": 1})
+    tau: float = field(
+        default=0.025, metadata={"help": "dormancy threshold τ on the normalised score", "min": 0.0}
+    )
+    batch_size: int = field(
+        default=256, metadata={"help": "replay observations used to score the units", "min": 1}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the generator that picks those observations", "min": 0}
+    )
 
     def __post_init__(self) -> None:
         if self.every_updates < 1:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions._nets import copy_module_to_target, drop_optimizer_state, linear_layers
 from rlplast.interventions._schedule import ScheduledIntervention
 from rlplast.interventions.base import register
+from rlplast.nets import copy_parameters, drop_optimizer_state, linear_layers, reinitialise
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
@@ -35,8 +35,13 @@ class ResetLastLayers(ScheduledIntervention):
         >>> reset = build_intervention({"name": "reset_last_layers", "every_steps": 20_000})
     """
 
-    n_layers: int = 1
-    """How many linear layers to reset, counted from the output layer backwards."""
+    n_layers: int = field(
+        default=1,
+        metadata={
+            "help": "how many linear layers to reset, counted from the output layer backwards",
+            "min": 1,
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,9 +65,9 @@ class ResetLastLayers(ScheduledIntervention):
         """Reset the chosen layers now."""
         policy = self.model.policy
         for layer in self._layers:
-            layer.reset_parameters()
+            reinitialise(layer)
             drop_optimizer_state(policy.optimizer, layer.parameters())
-        copy_module_to_target(policy.q_net, policy.q_net_target, self.layer_names)
+        copy_parameters(policy.q_net, policy.q_net_target, self.layer_names)
 
     def log_values(self) -> dict[str, float]:
         return {"intervention/resets": float(self.fires)}

@@ -21,19 +21,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rlplast.metrics.registry import METRICS, MetricContext
+from rlplast.nets import reinitialise
 
-__all__ = ["probe_plasticity", "reinitialise"]
+__all__ = ["probe_plasticity"]
 
 _DT = torch.float64
-
-
-def reinitialise(module: nn.Module) -> nn.Module:
-    """Re-initialise, in place, every submodule that has ``reset_parameters``; returns ``module``."""
-    for m in module.modules():
-        reset = getattr(m, "reset_parameters", None)
-        if callable(reset):
-            reset()
-    return module
 
 
 def _trainable_copy(module: nn.Module) -> nn.Module:

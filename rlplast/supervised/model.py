@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlplast.interventions._nets import FreshInit
 from rlplast.interventions.nc_regularizer import NCRegularizer
+from rlplast.nets import FreshInit, shrink_perturb_
 
 __all__ = ["MLP", "build_mlp", "sgd_minibatch", "sgd_online_single", "shrink_perturb"]
 
@@ -148,15 +148,13 @@ def sgd_minibatch(
     return correct, batch_nc1
 
 
-@torch.no_grad()
 def shrink_perturb(net: MLP, shrink: float, perturb: float, seed: int) -> None:
     """``θ ← shrink·θ + perturb·θ_fresh`` in place; ``θ_fresh`` is a fresh init drawn from ``seed``.
 
-    The same map as :class:`rlplast.interventions.shrink_perturb.ShrinkPerturb` (fresh weights from a
-    private scratch copy's ``reset_parameters``), with the draw seeded so runs are reproducible.
+    :func:`rlplast.nets.shrink_perturb_`, the map of the ``shrink_perturb`` intervention, with
+    ``θ_fresh`` from :meth:`rlplast.nets.FreshInit.draw` seeded so runs are reproducible (the
+    global torch RNG is untouched).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = FreshInit(net).draw()
-    for name, p in net.named_parameters():
-        p.mul_(shrink).add_(fresh[name], alpha=perturb)
+    fresh = FreshInit(net).draw(seed=seed)
+    names = [name for name, _ in net.named_parameters()]
+    shrink_perturb_(net.parameters(), [fresh[name] for name in names], shrink, perturb)
