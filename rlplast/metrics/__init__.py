@@ -1,7 +1,8 @@
 """Neural-collapse and plasticity metrics: pure, device-resident functions on torch tensors.
 
 Every module in this package is imported here, so a new file with one ``@METRICS.register``
-function is all it takes to add a metric (see ``docs/metrics.md``).
+function is all it takes to add a metric; a module of your own package registers the same way
+once imported, e.g. listed under ``plugins:`` in a config (see ``docs/metrics.md``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from rlplast.metrics.activations import forward_with_activations, last_linear
+from rlplast.metrics.activations import ForwardPass, forward_pass, forward_with_activations
 from rlplast.metrics.collapse import (
     ClassStats,
     class_stats,
@@ -21,6 +22,7 @@ from rlplast.metrics.collapse import (
     nc2_etf_error,
     nc2_maxangle,
     nc3,
+    nc3_etf_error,
     nc4_mismatch,
 )
 from rlplast.metrics.plasticity import (
@@ -28,15 +30,20 @@ from rlplast.metrics.plasticity import (
     distance_from_init,
     dormant_units,
     effective_rank,
+    effective_rank_from_sv,
     feature_norm,
     feature_rank,
+    feature_rank_from_sv,
     singular_values,
     srank,
+    srank_from_sv,
+    unit_scores,
     weight_magnitudes,
 )
 from rlplast.metrics.probe import probe_plasticity
-from rlplast.metrics.registry import METRICS, MetricContext
+from rlplast.metrics.registry import METRICS, MetricContext, MetricRegistry
 from rlplast.metrics.suite import MetricSuite
+from rlplast.nets import last_linear
 
 # Import every other module of the package so its registrations run ("a metric is one file").
 for _info in pkgutil.iter_modules(__path__):
@@ -46,7 +53,9 @@ for _info in pkgutil.iter_modules(__path__):
 __all__ = [
     "METRICS",
     "ClassStats",
+    "ForwardPass",
     "MetricContext",
+    "MetricRegistry",
     "MetricSuite",
     "class_stats",
     "collapse_metrics",
@@ -54,8 +63,11 @@ __all__ = [
     "distance_from_init",
     "dormant_units",
     "effective_rank",
+    "effective_rank_from_sv",
     "feature_norm",
     "feature_rank",
+    "feature_rank_from_sv",
+    "forward_pass",
     "forward_with_activations",
     "last_linear",
     "nc1",
@@ -65,9 +77,12 @@ __all__ = [
     "nc2_etf_error",
     "nc2_maxangle",
     "nc3",
+    "nc3_etf_error",
     "nc4_mismatch",
     "probe_plasticity",
     "singular_values",
     "srank",
+    "srank_from_sv",
+    "unit_scores",
     "weight_magnitudes",
 ]

@@ -1,14 +1,17 @@
-"""One forward pass that returns activations, penultimate features and Q-values."""
+"""One forward pass that returns activations (and, on request, pre-activations), features and Q-values."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATION_TYPES", "forward_with_activations", "last_linear"]
+from rlplast.nets import last_linear
 
-#: Modules whose outputs are recorded as activations.
+__all__ = ["ACTIVATION_TYPES", "ForwardPass", "forward_pass", "forward_with_activations", "last_linear"]
+
+#: Modules whose outputs are recorded as activations (and whose inputs as pre-activations).
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -30,19 +33,24 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
-def last_linear(q_net: nn.Module) -> nn.Linear:
-    """The output layer: ``q_net.q_net[-1]`` for SB3 ``QNetwork``-like modules, else the last Linear.
+@dataclass(frozen=True)
+class ForwardPass:
+    """What one forward pass of a Q-network recorded.
 
-    Raises:
-        TypeError: if the network has no ``nn.Linear``.
+    Attributes:
+        activations: output of every activation module (:data:`ACTIVATION_TYPES`), by module path
+            (``"q_net.1"``, ``"features_extractor.cnn.1"``); a module applied twice also has
+            ``"<path>#1"``, ``"<path>#2"``, … in call order.
+        preactivations: the input of the same modules under the same keys (the tensor the
+            activation function was applied to), or None when not requested.
+        features: ``(N, D)`` penultimate features (input of the last ``nn.Linear``, flattened).
+        q_values: ``(N, C)`` Q-values.
     """
-    head = getattr(q_net, "q_net", None)
-    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
-        return head[-1]
-    linears = [m for m in q_net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise TypeError(f"{type(q_net).__name__} has no nn.Linear output layer")
-    return linears[-1]
+
+    activations: dict[str, Tensor]
+    preactivations: dict[str, Tensor] | None
+    features: Tensor
+    q_values: Tensor
 
 
 def _extract(q_net: nn.Module, obs: Tensor) -> Tensor:
@@ -56,39 +64,59 @@ def _extract(q_net: nn.Module, obs: Tensor) -> Tensor:
     return obs.float().flatten(1)
 
 
-def forward_with_activations(q_net: nn.Module, obs: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """Run ONE forward pass and collect activations, penultimate features and Q-values.
+def _unique_key(store: dict[str, Tensor], name: str) -> str:
+    key, k = name, 1
+    while key in store:  # a module applied twice keeps every call's tensor
+        key, k = f"{name}#{k}", k + 1
+    return key
+
+
+def forward_pass(q_net: nn.Module, obs: Tensor, preactivations: bool = False) -> ForwardPass:
+    """Run ONE forward pass and record activations, optionally pre-activations, features and Q-values.
 
     The network is an SB3 ``QNetwork``-like module: ``features_extractor`` and an ``nn.Sequential``
-    ``q_net`` whose last module is the output ``nn.Linear``. Forward hooks are registered on every
-    activation module (:data:`ACTIVATION_TYPES`) for this call only and removed afterwards.
-    Gradient mode is the caller's (wrap in ``torch.no_grad()`` for metrics).
+    ``q_net`` whose last module is the output ``nn.Linear`` (any other module works too: its
+    features are then the input of its last ``nn.Linear``, captured by a hook). Forward hooks are
+    registered on every activation module (:data:`ACTIVATION_TYPES`) for this call only and
+    removed afterwards. Gradient mode is the caller's (wrap in ``torch.no_grad()`` for metrics).
+
+    Pre-activations cost nothing unless requested. When requested, a forward pre-hook keeps a
+    reference to each activation module's input; the input of an *in-place* activation
+    (``inplace=True``, e.g. ``nn.ReLU(inplace=True)``) is overwritten by its output, so it alone is
+    copied first.
 
     Args:
         q_net: the Q-network.
         obs: a batch of observations on the network's device.
+        preactivations: also record the input of every activation module.
 
     Returns:
-        ``(activations, features, q_values)``: activations by module path (e.g. ``"q_net.1"``,
-        ``"features_extractor.cnn.1"``), ``(N, D)`` features (input of the last Linear) and
-        ``(N, C)`` Q-values.
+        The :class:`ForwardPass` (``preactivations`` None unless requested).
     """
     activations: dict[str, Tensor] = {}
+    pre: dict[str, Tensor] | None = {} if preactivations else None
     handles = []
 
     def make_hook(name: str) -> Any:
         def hook(_module: nn.Module, _inp: Any, out: Tensor) -> None:
-            key, k = name, 1
-            while key in activations:  # a module applied twice keeps both outputs
-                key, k = f"{name}#{k}", k + 1
-            activations[key] = out
+            activations[_unique_key(activations, name)] = out
 
         return hook
+
+    def make_pre_hook(name: str, inplace: bool) -> Any:
+        def pre_hook(_module: nn.Module, inp: tuple[Tensor, ...]) -> None:
+            assert pre is not None
+            pre[_unique_key(pre, name)] = inp[0].clone() if inplace else inp[0]
+
+        return pre_hook
 
     try:
         for name, module in q_net.named_modules():
             if isinstance(module, ACTIVATION_TYPES):
                 handles.append(module.register_forward_hook(make_hook(name)))
+                if pre is not None:
+                    inplace = bool(getattr(module, "inplace", False))
+                    handles.append(module.register_forward_pre_hook(make_pre_hook(name, inplace)))
         head = getattr(q_net, "q_net", None)
         if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
             features = head[:-1](_extract(q_net, obs))
@@ -103,4 +131,20 @@ def forward_with_activations(q_net: nn.Module, obs: Tensor) -> tuple[dict[str, T
     finally:
         for handle in handles:
             handle.remove()
-    return activations, features.flatten(1), q_values
+    return ForwardPass(activations, pre, features.flatten(1), q_values)
+
+
+def forward_with_activations(q_net: nn.Module, obs: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """:func:`forward_pass` without pre-activations, as a tuple.
+
+    Args:
+        q_net: the Q-network.
+        obs: a batch of observations on the network's device.
+
+    Returns:
+        ``(activations, features, q_values)``: activations by module path (e.g. ``"q_net.1"``,
+        ``"features_extractor.cnn.1"``), ``(N, D)`` features (input of the last Linear) and
+        ``(N, C)`` Q-values.
+    """
+    fp = forward_pass(q_net, obs)
+    return fp.activations, fp.features, fp.q_values

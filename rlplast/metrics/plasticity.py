@@ -20,10 +20,13 @@ __all__ = [
     "distance_from_init",
     "dormant_units",
     "effective_rank",
+    "effective_rank_from_sv",
     "feature_norm",
     "feature_rank",
+    "feature_rank_from_sv",
     "singular_values",
     "srank",
+    "srank_from_sv",
     "unit_scores",
     "weight_magnitudes",
 ]
@@ -76,7 +79,19 @@ def _sv_from_gram(gram: Tensor) -> Tensor:
     return torch.where(finite, evals.sqrt(), torch.full_like(evals, float("nan")))
 
 
-def _srank_from_sv(sv: Tensor, delta: float) -> Tensor:
+def srank_from_sv(sv: Tensor, delta: float = 0.01) -> Tensor:
+    """srank from singular values: min ``k`` with ``Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ``.
+
+    The ``*_from_sv`` functions let several ranks share one :func:`singular_values` call (as the
+    ``rank`` metric and the supervised track do).
+
+    Args:
+        sv: ``(K,)`` float64 singular values in descending order (from :func:`singular_values`).
+        delta: δ.
+
+    Returns:
+        0-dim float64: 0 when every singular value is 0, NaN when any is NaN.
+    """
     total = sv.sum()
     cum = sv.cumsum(0) / torch.where(total > 0, total, torch.ones_like(total))
     # min k with cum_k ≥ 1 − δ  =  (#indices with cum < 1 − δ) + 1; tiny slack for round-off at ties.
@@ -89,7 +104,15 @@ def _nan_if_undefined(sv: Tensor, value: Tensor) -> Tensor:
     return torch.where(torch.isnan(sv).any(), torch.full_like(value, float("nan")), value)
 
 
-def _effective_rank_from_sv(sv: Tensor) -> Tensor:
+def effective_rank_from_sv(sv: Tensor) -> Tensor:
+    """Effective rank from singular values: ``exp(−Σ p_k log p_k)``, ``p_k = σ_k / Σ σ``.
+
+    Args:
+        sv: ``(K,)`` float64 singular values (from :func:`singular_values`).
+
+    Returns:
+        0-dim float64: 0 when every singular value is 0, NaN when any is NaN.
+    """
     total = sv.sum()
     p = sv / torch.where(total > 0, total, torch.ones_like(total))
     plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
@@ -97,23 +120,33 @@ def _effective_rank_from_sv(sv: Tensor) -> Tensor:
     return _nan_if_undefined(sv, torch.where(total > 0, erank, torch.zeros_like(erank)))
 
 
-def _feature_rank_from_sv(sv: Tensor, n: int, eps: float) -> Tensor:
+def feature_rank_from_sv(sv: Tensor, n: int, eps: float = 0.01) -> Tensor:
+    """Feature rank from singular values: ``#{σ / √n > ε}``.
+
+    Args:
+        sv: ``(K,)`` float64 singular values of the ``(n, D)`` features (from :func:`singular_values`).
+        n: the number of samples (rows of the features); 0 is treated as 1.
+        eps: ε.
+
+    Returns:
+        0-dim float64 count, NaN when any singular value is NaN.
+    """
     return _nan_if_undefined(sv, (sv / max(n, 1) ** 0.5 > eps).sum().to(_DT))
 
 
 def srank(features: Tensor, delta: float = 0.01, method: str = "gram") -> Tensor:
     """srank (Kumar et al. 2020): min ``k`` with ``Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ``; 0 for zero features."""
-    return _srank_from_sv(singular_values(features, method), delta)
+    return srank_from_sv(singular_values(features, method), delta)
 
 
 def effective_rank(features: Tensor, method: str = "gram") -> Tensor:
     """Effective rank ``exp(−Σ p_k log p_k)``, ``p_k = σ_k / Σ σ``; 0 for all-zero features."""
-    return _effective_rank_from_sv(singular_values(features, method))
+    return effective_rank_from_sv(singular_values(features, method))
 
 
 def feature_rank(features: Tensor, eps: float = 0.01, method: str = "gram") -> Tensor:
     """Feature rank (Lyle et al. 2022): ``#{σ(Φ/√N) > ε}``."""
-    return _feature_rank_from_sv(singular_values(features, method), features.shape[0], eps)
+    return feature_rank_from_sv(singular_values(features, method), features.shape[0], eps)
 
 
 def unit_scores(activation: Tensor) -> Tensor:
@@ -204,9 +237,9 @@ def rank(ctx: MetricContext) -> dict[str, Tensor]:
     gram = suite_pass(ctx).features.gram if h.shape[0] >= h.shape[1] else None
     sv = singular_values(h) if gram is None else _sv_from_gram(gram)
     return {
-        "plasticity/srank": _srank_from_sv(sv, ctx.srank_delta),
-        "plasticity/effective_rank": _effective_rank_from_sv(sv),
-        "plasticity/feature_rank": _feature_rank_from_sv(sv, ctx.features.shape[0], ctx.feature_rank_eps),
+        "plasticity/srank": srank_from_sv(sv, ctx.srank_delta),
+        "plasticity/effective_rank": effective_rank_from_sv(sv),
+        "plasticity/feature_rank": feature_rank_from_sv(sv, ctx.features.shape[0], ctx.feature_rank_eps),
     }
 
 

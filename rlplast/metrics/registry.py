@@ -7,7 +7,11 @@ A metric is one function in one file plus one registration::
         return {"plasticity/my_metric": ctx.features.abs().mean()}
 
 Any module placed in ``rlplast/metrics/`` is imported by the package, so the new name is then
-selectable in ``MetricSuite(names=[...])`` (config ``metrics.names``).
+selectable in ``MetricSuite(names=[...])`` (config ``metrics.names``). A module of your own
+package registers the same way once it is imported (``docs/metrics.md``, "A metric in your own
+package"). A metric that reads :attr:`MetricContext.preactivations` says so when it registers,
+``@METRICS.register("my_metric", preactivations=True)``, so the suite's forward pass records them
+only when a selected metric needs them.
 """
 
 from __future__ import annotations
@@ -20,41 +24,61 @@ from torch import Tensor, nn
 
 from rlplast.registry import Registry
 
-__all__ = ["METRICS", "MetricContext", "MetricFn"]
+__all__ = ["METRICS", "MetricContext", "MetricFn", "MetricRegistry"]
 
 
 @dataclass
 class MetricContext:
     """Everything a metric may need, computed once per evaluation by :class:`MetricSuite`.
 
+    Every tensor comes from ONE forward pass of ``q_net`` on ``obs`` in eval mode under
+    ``torch.no_grad()`` and lives on the network's device; treat all of them as read-only (other
+    metrics read the same tensors). ``N`` is the number of probe observations, ``D`` the width of
+    the penultimate features, ``C`` the number of actions.
+
     Attributes:
-        q_net: the Q-network (in eval mode during the call; do not modify it).
-        obs: ``(N, ...)`` probe observations on the network's device.
-        activations: outputs of every activation module, by module path (one forward pass).
-        features: ``(N, D)`` penultimate features (input of the last linear layer).
-        q_values: ``(N, C)`` Q-values.
-        taken_actions: ``(N,)`` int64 actions stored in replay, or None.
-        weight: ``(C, D)`` last-layer weight.
-        bias: ``(C,)`` last-layer bias or None.
-        num_classes: number of actions ``C``.
-        n_min: minimum samples per action class for the NC metrics.
+        q_net: the Q-network (in eval mode during the call; do not modify it — a metric that
+            trains, like ``probe``, works on a deep copy).
+        obs: ``(N, ...)`` probe observations on the network's device, as stored in replay
+            (before SB3's preprocessing, e.g. uint8 images).
+        activations: output of every activation module (``nn.ReLU``, ``nn.Tanh``, … — see
+            :data:`rlplast.metrics.activations.ACTIVATION_TYPES`) by module path, e.g.
+            ``"q_net.1"``, ``"features_extractor.cnn.1"``; ``(N, units)`` after a linear layer,
+            ``(N, channels, H, W)`` after a convolution. A module applied twice also has
+            ``"<path>#1"``, … in call order. Dict order is call order.
+        preactivations: the *input* of the same activation modules, under the same keys (e.g.
+            ``W h + b`` of the linear layer before the ReLU), from the same forward pass; ``None``
+            unless a selected metric was registered with ``preactivations=True`` (or a
+            hand-built context passes them).
+        features: ``(N, D)`` penultimate features: the input of the last linear layer, flattened
+            (for SB3's MLP the output of the last hidden activation, the same tensor as its entry
+            in ``activations``).
+        q_values: ``(N, C)`` Q-values of the same pass.
+        taken_actions: ``(N,)`` int64 actions stored in replay with ``obs``, or None.
+        weight: ``(C, D)`` last-layer weight ``W`` (detached, not a copy).
+        bias: ``(C,)`` last-layer bias ``b`` (detached) or None.
+        num_classes: number of actions ``C`` (rows of ``weight``).
+        n_min: minimum samples per action class for the NC metrics (``metrics.n_min``).
         nc_global_mean: ``μ_G`` of the NC metrics: ``"classes"`` (unweighted mean of the kept
-            class means) or ``"samples"`` (mean of the kept samples).
-        params: the network's parameters (detached), in ``q_net.parameters()`` order.
-        init_params: initial parameters in the same order, or None.
-        param_names: names matching ``params``.
-        probe_steps: optimisation steps of the probe-plasticity test.
-        probe_seed: seed of the probe-plasticity test.
+            class means) or ``"samples"`` (mean of the kept samples); ``metrics.nc_global_mean``.
+        params: the network's parameters (detached, not copies), in ``q_net.parameters()`` order.
+        init_params: the parameters at initialisation in the same order, or None (training passes
+            them; ``weights`` then reports the distance from initialisation).
+        param_names: names matching ``params`` (``q_net.named_parameters()``).
+        probe_steps: optimisation steps of the probe-plasticity test (``metrics.probe_steps``).
+        probe_seed: seed of the probe-plasticity test (training derives it from ``train.seed``).
         probe_lr: Adam learning rate of the probe.
         probe_batch_size: minibatch size of the probe.
-        dormant_tau: threshold of the τ-dormant score.
+        dormant_tau: threshold τ of the τ-dormant score.
         srank_delta: δ of srank.
         feature_rank_eps: ε of the feature rank.
-        options: free-form options for user metrics.
+        options: free-form options for user metrics (``MetricSuite(options=...)``); the suite
+            passes the same dict to every metric and every evaluation.
         metric_names: the metrics selected for this evaluation (lets shared passes compute only
             what is needed; empty means "unknown": shared passes then compute every piece).
         cache: per-evaluation scratch space shared by the metrics (e.g. the one float64 pass over
-            the features that serves ``collapse``, ``rank`` and ``dormant``); starts empty.
+            the features that serves ``collapse``, ``rank`` and ``dormant``); starts empty. Key
+            your own entries with your metric's name.
     """
 
     q_net: nn.Module
@@ -81,8 +105,50 @@ class MetricContext:
     options: dict[str, Any] = field(default_factory=dict)
     metric_names: tuple[str, ...] = ()
     cache: dict[str, Any] = field(default_factory=dict)
+    preactivations: dict[str, Tensor] | None = None
 
 
 MetricFn = Callable[[MetricContext], "dict[str, Tensor]"]
 
-METRICS: Registry[MetricFn] = Registry("metric")
+
+class MetricRegistry(Registry[MetricFn]):
+    """The metric registry: a :class:`rlplast.registry.Registry` that also records what each metric reads.
+
+    Example:
+        >>> @METRICS.register("preact_mean", preactivations=True)  # doctest: +SKIP
+        ... def preact_mean(ctx: MetricContext) -> dict[str, Tensor]:
+        ...     assert ctx.preactivations is not None
+        ...     return {f"plasticity/preact_mean/{k}": v.mean() for k, v in ctx.preactivations.items()}
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._preactivations: set[str] = set()
+
+    def register(self, name: str, *, preactivations: bool = False) -> Callable[[MetricFn], MetricFn]:
+        """Decorator: register a metric function under ``name``.
+
+        Args:
+            name: the name selected in ``metrics.names`` / ``MetricSuite(names=...)``.
+            preactivations: the metric reads :attr:`MetricContext.preactivations`; the suite's
+                forward pass then records them whenever this metric is selected.
+
+        Raises:
+            ValueError: if ``name`` is already registered.
+        """
+        base = super().register(name)
+
+        def deco(fn: MetricFn) -> MetricFn:
+            base(fn)
+            if preactivations:
+                self._preactivations.add(name)
+            return fn
+
+        return deco
+
+    def needs_preactivations(self, name: str) -> bool:
+        """Whether metric ``name`` was registered with ``preactivations=True``."""
+        return name in self._preactivations
+
+
+METRICS = MetricRegistry("metric")

@@ -10,9 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from rlplast.errors import UserError
-from rlplast.metrics.activations import forward_with_activations, last_linear
+from rlplast.metrics.activations import forward_pass
 from rlplast.metrics.collapse import check_global_mean
 from rlplast.metrics.registry import METRICS, MetricContext
+from rlplast.nets import last_linear
 
 __all__ = ["MetricSuite"]
 
@@ -71,6 +72,8 @@ class MetricSuite:
         if not selected:
             raise UserError(f"no metrics selected; valid: all, {', '.join(sorted(METRICS.names()))}")
         self.names: list[str] = list(dict.fromkeys(selected))
+        #: Whether the forward pass records pre-activations (some selected metric reads them).
+        self.preactivations = any(METRICS.needs_preactivations(name) for name in self.names)
         self.n_min = int(n_min)
         self.nc_global_mean = check_global_mean(nc_global_mean)
         self.probe_steps = int(probe_steps)
@@ -94,7 +97,8 @@ class MetricSuite:
         """Run the selected metrics and return device tensors (no host transfer).
 
         The network is put in eval mode for the pass and every submodule's mode is restored; the
-        global torch RNG streams are forked, so they are unchanged afterwards.
+        global torch RNG streams are forked, so they are unchanged afterwards. Pre-activations are
+        recorded only when a selected metric was registered with ``preactivations=True``.
         """
         try:
             device = next(q_net.parameters()).device
@@ -111,15 +115,16 @@ class MetricSuite:
         try:
             q_net.eval()
             with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
-                activations, features, q_values = forward_with_activations(q_net, obs)
+                fp = forward_pass(q_net, obs, preactivations=self.preactivations)
                 head = last_linear(q_net)
                 named = list(q_net.named_parameters())
                 ctx = MetricContext(
                     q_net=q_net,
                     obs=obs,
-                    activations=activations,
-                    features=features,
-                    q_values=q_values,
+                    activations=fp.activations,
+                    preactivations=fp.preactivations,
+                    features=fp.features,
+                    q_values=fp.q_values,
                     taken_actions=None
                     if taken_actions is None
                     else taken_actions.to(device).reshape(-1).long(),

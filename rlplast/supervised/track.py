@@ -30,14 +30,14 @@ from torch import Tensor
 from rlplast.interventions.nc_regularizer import NCRegularizer
 from rlplast.metrics.collapse import collapse_metrics
 from rlplast.metrics.plasticity import (
-    _effective_rank_from_sv,
-    _feature_rank_from_sv,
-    _srank_from_sv,
     dead_units,
     distance_from_init,
     dormant_units,
+    effective_rank_from_sv,
     feature_norm,
+    feature_rank_from_sv,
     singular_values,
+    srank_from_sv,
 )
 from rlplast.supervised.config import SupervisedConfig
 from rlplast.supervised.data import (
@@ -139,9 +139,9 @@ def task_metrics(
     nc = collapse_metrics(feats, y, net.head.weight, net.head.bias, NUM_CLASSES, m.n_min)
     out = {k: float(nc[k]) for k in NC_KEYS}
     sv = singular_values(feats)
-    out["srank"] = float(_srank_from_sv(sv, m.srank_delta))
-    out["effective_rank"] = float(_effective_rank_from_sv(sv))
-    out["feature_rank"] = float(_feature_rank_from_sv(sv, feats.shape[0], m.feature_rank_eps))
+    out["srank"] = float(srank_from_sv(sv, m.srank_delta))
+    out["effective_rank"] = float(effective_rank_from_sv(sv))
+    out["feature_rank"] = float(feature_rank_from_sv(sv, feats.shape[0], m.feature_rank_eps))
     n_dormant = n_dead = 0.0
     units = 0
     for a in acts:
