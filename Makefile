@@ -4,15 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlplast-installed
 
-.PHONY: demo test test-slow check lint bench clean
+.PHONY: install demo test test-slow check lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch (no CUDA download on CPU machines); any torch 2.2–2.14.1 works.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	# The ray extra too, so that the test suite runs the real local-Ray sweep test instead of skipping it.
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	touch $(STAMP)
+
+install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/rlplast compare configs/quickstart.yaml --methods vanilla,reset,ncreg --seeds 2 --out sweeps/quickstart
