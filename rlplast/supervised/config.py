@@ -72,6 +72,9 @@ class MetricsSettings:
     """End-of-task metrics on the penultimate features of the task's training set."""
 
     n_min: int = _f(20, "classes with fewer samples are dropped from the NC metrics", min=1)
+    nc_global_mean: str = _f(
+        "classes", "global mean μ_G of the NC metrics (docs/metrics.md)", choices=["classes", "samples"]
+    )
     srank_delta: float = _f(0.01, "δ of srank", min=0.0, max=1.0)
     feature_rank_eps: float = _f(0.01, "ε of the feature rank", min=0.0)
     dormant_tau: float = _f(0.025, "τ of the dormant-unit fraction", min=0.0)

@@ -75,6 +75,7 @@ NC_KEYS = (
     "nc2_maxangle",
     "nc2_etf_error",
     "nc3",
+    "nc3_etf_error",
     "nc4_mismatch",
     "nc4_agreement",
     "c_eff",
@@ -90,6 +91,11 @@ PLASTICITY_KEYS = (
     "distance_from_init",
 )
 
+#: Where progress lines go (``None``: nowhere). Not the RL side's progress reporting: training's
+#: ``rlplast.callbacks.Progress`` is a tqdm bar driven by SB3 callbacks and a run's logging rows,
+#: and the sweep's ``rlplast.sweep.Progress`` counts finished runs of a grid (with an ETA) under
+#: ``rlplast compare:``; a supervised seed is neither, so its few lines (every 10 tasks, each
+#: checkpoint) go to this plain callable.
 Progress = Callable[[str], None]
 
 
@@ -131,12 +137,15 @@ def task_metrics(
     """NC and plasticity metrics of the penultimate features of ``(x, y)``, plus accuracy on it.
 
     The NC values come from one call of :func:`rlplast.metrics.collapse.collapse_metrics` with
-    labels = digit classes and ``W``, ``b`` = the last linear layer.
+    labels = digit classes, ``W``, ``b`` = the last linear layer and ``μ_G`` from
+    ``metrics.nc_global_mean``.
     """
     acts, logits = net.forward_all(x)
     feats = acts[-1]
     m = cfg.metrics
-    nc = collapse_metrics(feats, y, net.head.weight, net.head.bias, NUM_CLASSES, m.n_min)
+    nc = collapse_metrics(
+        feats, y, net.head.weight, net.head.bias, NUM_CLASSES, m.n_min, global_mean=m.nc_global_mean
+    )
     out = {k: float(nc[k]) for k in NC_KEYS}
     sv = singular_values(feats)
     out["srank"] = float(srank_from_sv(sv, m.srank_delta))
