@@ -14,6 +14,8 @@ a copy, a truncated disk) is skipped with a warning in favour of the previous on
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -27,6 +29,29 @@ from rlplast.errors import UserError
 from rlplast.io import atomic_write_bytes
 
 MAGIC = b"RLPLAST-CKPT 1"
+
+#: Classes that moved after checkpoints referring to them were written: (module, name) as pickled
+#: → where they live now. The speed layer moved from rlplast.agents.dqn to rlplast.agents.speed.
+MOVED = {
+    ("rlplast.agents.dqn", old): ("rlplast.agents.speed", new)
+    for old, new in [
+        ("_DeviceMean", "DeviceMean"),
+        ("LeanDummyVecEnv", "LeanDummyVecEnv"),
+        ("LeanReplayBuffer", "LeanReplayBuffer"),
+        ("LeanNStepReplayBuffer", "LeanNStepReplayBuffer"),
+        ("MlpPolicy", "MlpPolicy"),
+        ("CnnPolicy", "CnnPolicy"),
+        ("MultiInputPolicy", "MultiInputPolicy"),
+    ]
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """``pickle``'s unpickler (cloudpickle writes standard pickles) that finds moved classes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = MOVED.get((module, name), (module, name))
+        return super().find_class(module, name)
 
 
 class CorruptCheckpoint(Exception):
@@ -91,7 +116,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if hashlib.sha256(data).hexdigest() != digest:
         raise CorruptCheckpoint(f"{path.name}: checksum mismatch")
     try:
-        return cloudpickle.loads(data)
+        return _Unpickler(io.BytesIO(data)).load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise CorruptCheckpoint(f"{path.name}: cannot be loaded ({type(exc).__name__})") from None
 

@@ -1,21 +1,28 @@
-"""One training run, top to bottom: config → env → agent (+ interventions) → callback → run directory.
+"""One training run, top to bottom: config → env → agent (+ interventions) → callbacks → learn → outputs.
+
+The file reads in that order: the device, the env and its checks (:func:`make_env`, :class:`Preflight`),
+the agent (:func:`build_model`), the run directory, then :func:`run_training` (a new run) and
+:func:`resume_training` (a run continued from its checkpoint, optionally with a larger budget), which
+share :func:`train`: callbacks → ``learn`` → ``model.zip`` and ``summary.json``.
 
 Everything that can be rejected (config, env id, action and observation spaces, policy, interventions,
-device, a run directory that cannot be created) is checked before anything is written, so bad input
-never leaves a half-written run behind.
+metric names, device, a run directory that cannot be created, a resume that cannot be exact) is checked
+before anything is written, so bad input never leaves a half-written run behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import shutil
 import signal
 import sys
 import typing
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +34,10 @@ from rlplast.config import Config, dump_config
 from rlplast.errors import TrainingStopped, UserError
 from rlplast.io import atomic_write_json, atomic_write_text
 from rlplast.threads import set_cpu_threads
+
+if TYPE_CHECKING:
+    from rlplast.agents import PlasticDQN
+    from rlplast.callbacks import MetricsProbe
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -284,6 +295,7 @@ def default_run_dir(cfg: Config, config_path: str | Path | None, method: str | N
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a run's results depend on (``summary.json``)."""
     out = {"python": platform.python_version()}
     for pkg in ("rlplast", "torch", "stable-baselines3", "gymnasium", "numpy"):
         try:
@@ -345,6 +357,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+# ---------------------------------------------------------------------------------- a new run
 def run_training(
     cfg: Config,
     run_dir: str | Path,
@@ -355,33 +368,60 @@ def run_training(
 
     Args:
         cfg: a validated config.
-        run_dir: where to write (created; see :func:`prepare_run_dir`).
+        run_dir: the run directory itself (created; see :func:`prepare_run_dir`).
         overwrite: replace an existing run directory.
-        quiet: no progress bar.
+        quiet: no progress bar, no metric notes on stderr.
 
     Raises:
         UserError: bad input (nothing is written).
         TrainingStopped: a signal or non-finite values stopped training after a checkpoint.
     """
-    from rlplast.runlog import RunLogger
-
     run_dir = Path(run_dir)
+    # config: everything that can be rejected, before anything is written
     check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
     preflight(cfg)  # the same checks rlplast compare makes for every planned run
     set_cpu_threads(cfg.train.torch_threads)
-    device = resolve_device(cfg.train.device)
-    env = make_env(cfg)
-    model = build_model(cfg, env, device)
-    callback = _make_callback(cfg, run_dir, None, quiet)  # validates metric names
-
-    # Everything is validated: only now touch the file system.
+    # env → agent
+    model = build_model(cfg, make_env(cfg), resolve_device(cfg.train.device))
+    probe = metrics_probe(cfg, quiet)
+    # only now touch the file system
     prepare_run_dir(run_dir, overwrite)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    callback.run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard)
-    return _train(cfg, model, callback, run_dir)
+    return train(cfg, run_dir, model, probe, quiet=quiet)
 
 
-def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+def metrics_probe(cfg: Config, quiet: bool) -> MetricsProbe | None:
+    """The run's metrics probe, or None with ``metrics.enabled: false``.
+
+    Raises:
+        UserError: an unknown metric name.
+    """
+    from rlplast.callbacks import MetricsProbe
+
+    if not cfg.metrics.enabled:
+        return None
+    return MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=not quiet)
+
+
+# ---------------------------------------------------------------------------------- a resumed run
+@dataclasses.dataclass
+class Resume:
+    """Where a resumed run starts: what its checkpoint holds besides the agent.
+
+    Attributes:
+        step: the env step of the checkpoint.
+        callback_state: the callbacks' part of the checkpoint.
+        rng: the global random states.
+    """
+
+    step: int
+    callback_state: dict[str, Any]
+    rng: dict[str, Any]
+
+
+def resume_training(
+    run_dir: str | Path, quiet: bool = False, total_steps: int | None = None
+) -> dict[str, Any]:
     """Continue a run from its latest valid checkpoint, exactly as if it had never stopped.
 
     ``config.yaml`` must be the config the checkpoint was taken with: checkpoints record it, and
@@ -390,44 +430,108 @@ def resume_training(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
     the config was recorded are only checked for what resuming needs (``metrics.enabled``).
     Everything is checked before a file is touched: a refused resume leaves the run as it was.
 
+    With ``total_steps``, the run's budget becomes ``total_steps`` (written to ``config.yaml``);
+    a finished run is continued from the checkpoint of its last step. The exploration schedule
+    keeps the budget the run started with (:attr:`rlplast.agents.PlasticDQN.schedule_timesteps`):
+    epsilon reaches ``exploration_final_eps`` after ``exploration_fraction`` × the original
+    ``train.total_steps`` and stays there.
+
+    Args:
+        run_dir: the run directory.
+        quiet: no progress bar, no metric notes on stderr.
+        total_steps: a new budget, larger than the steps already trained.
+
     Raises:
-        UserError: not a run directory, already finished, no valid checkpoint, a config.yaml that
-            differs from the checkpoint's, or corrupt metrics.csv / episodes.csv.
+        UserError: not a run directory, already finished (without ``total_steps``), no valid
+            checkpoint, a config.yaml that differs from the checkpoint's, corrupt metrics.csv /
+            episodes.csv, a budget not above the steps already trained, or a finished run without a
+            checkpoint of its last step.
     """
-    from rlplast.checkpoint import load_latest, set_rng_state
-    from rlplast.config import load_config
+    from rlplast.checkpoint import load_latest
+    from rlplast.config import config_from_dict, load_config
     from rlplast.io import csv_rows_through, truncate_csv_rows
-    from rlplast.runlog import RunLogger
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
-    if (run_dir / "summary.json").is_file():
-        raise UserError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
+    finished = (run_dir / "summary.json").is_file()
+    if finished and total_steps is None:
+        raise UserError(
+            f"run {run_dir} already finished (summary.json exists); nothing to resume; "
+            f"to train it for more steps: rlplast train --resume {run_dir} --total-steps N"
+        )
     cfg = load_config(run_dir / "config.yaml")
     payload, path = load_latest(run_dir / "checkpoints")
-    check_resume_config(cfg, payload, run_dir)
+    check_resume_config(cfg, payload, run_dir, ignore_total_steps=total_steps is not None)
     step = int(payload["step"])
-    for name in ("episodes.csv", "metrics.csv"):  # check both before truncating either
-        if csv_rows_through(run_dir / name, step) is None:
+    original_total = _recorded_total_steps(payload, cfg)
+    if total_steps is not None:
+        _check_new_budget(run_dir, step, total_steps, finished)
+        data = cfg.to_dict()
+        data["train"]["total_steps"] = total_steps
+        cfg = config_from_dict(data)
+    state = payload["callback"]
+    # metrics.csv keeps the rows up to the checkpoint's last logging row; a finished run's final row
+    # (written after its last checkpoint, off the logging grid) is dropped like any later row.
+    last_row = int(state["last_log_step"])
+    for name, through in (("episodes.csv", step), ("metrics.csv", last_row)):  # check both first
+        if csv_rows_through(run_dir / name, through) is None:
             raise UserError(f"{run_dir / name} is missing or empty; cannot resume {run_dir}")
     set_cpu_threads(cfg.train.torch_threads)
-    model = payload["model"]
-    callback = _make_callback(cfg, run_dir, None, quiet)
-    callback.load_state_dict(payload["callback"])
-    set_rng_state(payload["rng"])
+    model: PlasticDQN = payload["model"]
+    if cfg.train.total_steps != original_total and model.schedule_timesteps is None:
+        model.schedule_timesteps = original_total
+    probe = metrics_probe(cfg, quiet)
+
+    # Everything is checked: only now touch the files.
+    if total_steps is not None:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # the run is no longer finished
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     truncate_csv_rows(run_dir / "episodes.csv", step)
-    callback.run_logger = RunLogger(run_dir, tensorboard=cfg.output.tensorboard, resume_step=step)
-    print(f"rlplast: resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
-    return _train(cfg, model, callback, run_dir)
+    to = f" to {cfg.train.total_steps} steps" if total_steps is not None else ""
+    print(f"rlplast: resuming {run_dir} from {path.name} (step {step}){to}", file=sys.stderr)
+    resume = Resume(step=step, callback_state=state, rng=payload["rng"])
+    return train(cfg, run_dir, model, probe, quiet=quiet, resume=resume)
 
 
-def check_resume_config(cfg: Config, payload: dict[str, Any], run_dir: Path) -> None:
+def _recorded_total_steps(payload: dict[str, Any], cfg: Config) -> int:
+    """``train.total_steps`` of the config the checkpoint was taken with (``cfg``'s if not recorded)."""
+    recorded = payload.get("config")
+    if recorded is not None:
+        with contextlib.suppress(yaml.YAMLError, TypeError, KeyError, AttributeError):
+            return int(yaml.safe_load(recorded)["train"]["total_steps"])
+    return cfg.train.total_steps
+
+
+def _check_new_budget(run_dir: Path, step: int, total_steps: int, finished: bool) -> None:
+    """Refuse a ``--total-steps`` that continues nothing or cannot continue exactly."""
+    from rlplast.rundir import read_summary
+
+    trained = step
+    if finished:
+        trained = int(read_summary(run_dir / "summary.json").get("steps", step))
+    if total_steps <= max(trained, step):
+        raise UserError(
+            f"--total-steps {total_steps}: run {run_dir} has already trained {max(trained, step)} steps; "
+            "give a larger budget"
+        )
+    if finished and trained != step:
+        raise UserError(
+            f"run {run_dir} finished at step {trained} but its latest checkpoint is from step {step}; "
+            "only a run with a checkpoint of its last step can be continued (checkpoint.every_steps > 0, "
+            "rlplast 0.1.0 from the callbacks split on)"
+        )
+
+
+def check_resume_config(
+    cfg: Config, payload: dict[str, Any], run_dir: Path, ignore_total_steps: bool = False
+) -> None:
     """Refuse to resume when ``config.yaml`` (``cfg``) is not the config the checkpoint was taken with.
 
     Nothing may change: the checkpoint holds the agent, env and schedules built from its config, so
     an edit would be ignored in part (env, network, interventions) and applied in part (budget,
-    logging, metrics), giving a run that matches neither config.
+    logging, metrics), giving a run that matches neither config. Only the budget may differ, and
+    only when a new one is given (``ignore_total_steps``: ``rlplast train --resume --total-steps``).
     """
     from rlplast.config import config_from_dict, first_difference
 
@@ -442,110 +546,155 @@ def check_resume_config(cfg: Config, payload: dict[str, Any], run_dir: Path) -> 
     except (UserError, yaml.YAMLError):
         # Written by another rlplast version whose config no longer loads: compare as recorded.
         taken_with = yaml.safe_load(recorded)
-    difference = first_difference(cfg.to_dict(), taken_with)
+    now = cfg.to_dict()
+    if ignore_total_steps and isinstance(taken_with, dict) and isinstance(taken_with.get("train"), dict):
+        taken_with["train"]["total_steps"] = now["train"]["total_steps"]
+    difference = first_difference(now, taken_with)
     if difference is not None:
         _differs(run_dir, *difference)
 
 
 def _differs(run_dir: Path, where: str, now: Any, then: Any) -> typing.NoReturn:
+    hint = ""
+    if where == "train.total_steps":
+        hint = f" (to change the budget: rlplast train --resume {run_dir} --total-steps N)"
     raise UserError(
         f"config.yaml of {run_dir} differs from its checkpoint at {where}: {now!r} (config.yaml) vs "
-        f"{then!r} (checkpoint); restore it or start a new run"
+        f"{then!r} (checkpoint); restore it or start a new run{hint}"
     )
 
 
-def _make_callback(cfg: Config, run_dir: Path, run_logger: Any, quiet: bool) -> Any:
-    from rlplast.callbacks import MetricsProbe, TrainingCallback
+# ---------------------------------------------------------------------------------- both: callbacks → learn → outputs
+def train(
+    cfg: Config,
+    run_dir: Path,
+    model: PlasticDQN,
+    probe: MetricsProbe | None,
+    quiet: bool = False,
+    resume: Resume | None = None,
+) -> dict[str, Any]:
+    """The path shared by new and resumed runs: callbacks → ``learn`` → ``model.zip`` and ``summary.json``.
 
-    metrics = None
-    if cfg.metrics.enabled:
-        metrics = MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=not quiet)
-    return TrainingCallback(
-        run_logger,
+    ``run_dir`` already holds ``config.yaml`` (and, when resuming, the files up to ``resume.step``).
+
+    Raises:
+        TrainingStopped: a signal or non-finite values stopped training after a checkpoint.
+    """
+    from rlplast.callbacks import (
+        Checkpoints,
+        EpisodeLog,
+        LogRows,
+        Metrics,
+        NonFiniteGuard,
+        Progress,
+        RunCallbacks,
+        StepRecord,
+        StopRequest,
+        TaskSwitches,
+    )
+    from rlplast.checkpoint import set_rng_state
+    from rlplast.runlog import RunLogger
+
+    # callbacks, each given what it needs
+    run_logger = RunLogger(
         run_dir,
-        total_steps=cfg.train.total_steps,
-        log_every_steps=cfg.train.log_every_steps,
-        metrics=metrics,
-        metrics_every_steps=cfg.metrics.every_steps,
-        progress=cfg.train.progress and not quiet,
-        checkpoint_every_steps=cfg.checkpoint.every_steps,
-        stop_on_nonfinite=cfg.train.on_nonfinite == "stop",
+        tensorboard=cfg.output.tensorboard,
+        resume_step=None if resume is None else int(resume.callback_state["last_log_step"]),
     )
+    record = StepRecord()  # the current task, read once per step by RunCallbacks
+    stop = StopRequest()  # set by signals or NonFiniteGuard; Checkpoints then checkpoints and stops
+    episodes = EpisodeLog(run_dir / "episodes.csv", model.stats_window_size, record)
+    metrics = Metrics(probe, cfg.metrics.every_steps) if probe is not None else None
+    guard = NonFiniteGuard(stop if cfg.train.on_nonfinite == "stop" else None)
+    progress = Progress(cfg.train.total_steps) if cfg.train.progress and not quiet else None
+    row_callbacks = [c for c in (guard, metrics, progress) if c is not None]
+    rows = LogRows(run_logger, cfg.train.log_every_steps, record, episodes, stop, row_callbacks)
+    checkpoints = Checkpoints(
+        run_dir / "checkpoints",
+        every_steps=cfg.checkpoint.every_steps,
+        keep=cfg.checkpoint.keep,
+        total_steps=cfg.train.total_steps,
+        config_text=dump_config(cfg),
+        parts=[record, episodes, rows, *([metrics] if metrics is not None else [])],
+        before_save=[episodes.flush],
+        stop=stop,
+    )
+    children = [TaskSwitches(), episodes, metrics, guard, rows, progress, checkpoints]
+    callback = RunCallbacks([c for c in children if c is not None], record)
+    if resume is not None:
+        checkpoints.load_callback_state(resume.callback_state)
+        set_rng_state(resume.rng)
 
-
-def _train(cfg: Config, model: Any, callback: Any, run_dir: Path) -> dict[str, Any]:
-    """The loop shared by fresh and resumed runs: learn, then write model.zip and summary.json."""
-    from rlplast import __version__
-    from rlplast.checkpoint import rng_state, save_checkpoint
-
-    config_text = dump_config(cfg)
-
-    def checkpoint(step: int) -> None:
-        payload = {
-            "step": step,
-            "model": model,
-            "callback": callback.state_dict(),
-            "rng": rng_state(),
-            "rlplast": __version__,
-            "config": config_text,  # what a resume checks config.yaml against
-        }
-        save_checkpoint(run_dir / "checkpoints", step, payload, keep=cfg.checkpoint.keep)
-
-    callback.checkpoint = checkpoint
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        received.append(signum)
-        callback.request_stop(f"received {signal.Signals(signum).name}")
-
-    previous = {}
-    for sig in SIGNAL_EXIT_CODES:
-        # Outside the main thread (e.g. some Ray workers) there is no graceful stop.
-        with contextlib.suppress(ValueError):
-            previous[sig] = signal.signal(sig, on_signal)
-    resumed = model.num_timesteps > 0
+    # learn
     try:
-        model.learn(
-            cfg.train.total_steps - model.num_timesteps,
-            callback=callback,
-            log_interval=None,
-            reset_num_timesteps=not resumed,
-        )
+        with _stop_on_signals(stop) as received:
+            model.learn(
+                cfg.train.total_steps - model.num_timesteps,
+                callback=callback,
+                log_interval=None,
+                reset_num_timesteps=resume is None,
+            )
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        callback.run_logger.close()
-    if callback.stop_reason is not None:
+        run_logger.close()
+    if stop.reason is not None:
         code = SIGNAL_EXIT_CODES.get(signal.Signals(received[0]), 1) if received else 1
         raise TrainingStopped(
-            f"{callback.stop_reason}; checkpoint saved at step {model.num_timesteps}; "
+            f"{stop.reason}; checkpoint saved at step {model.num_timesteps}; "
             f"continue with: rlplast train --resume {run_dir}",
             exit_code=code,
         )
+
+    # outputs
     if cfg.output.save_model:
         model.save(run_dir / "model.zip")
-    wall = callback.elapsed()
+    wall = rows.elapsed()
     summary = {
-        "final_return": callback.mean_window_return(),
-        "final_return_window": model._stats_window_size,
-        "mean_return": (
-            float(sum(callback.all_returns) / len(callback.all_returns)) if callback.all_returns else None
-        ),
-        "episodes": len(callback.all_returns),
-        "returns_per_task": callback.returns_per_task(),
+        "final_return": episodes.window_return(),
+        "final_return_window": model.stats_window_size,
+        "mean_return": episodes.mean_return(),
+        "episodes": episodes.count,
+        "returns_per_task": episodes.returns_per_task(),
         "steps": int(model.num_timesteps),
-        "updates": int(model._n_updates),
+        "updates": int(model.n_updates),
         "wall_time_s": wall,
         "steps_per_s": model.num_timesteps / wall if wall > 0 else None,
-        "resumed": resumed,
+        "resumed": resume is not None,
+        # The budget the exploration schedule spans: train.total_steps, or the original budget
+        # of a run continued with --total-steps.
+        "schedule_total_steps": model.schedule_timesteps or cfg.train.total_steps,
         "seed": cfg.train.seed,
         "device": str(model.device),
         "env": cfg.env.id,
         "interventions": [spec.get("name") for spec in cfg.interventions],
         # Why some metric values are NaN, once each ("metrics: ..."), e.g. fewer than 2 action classes.
-        "notes": [f"metrics: {n}" for n in sorted(callback.metrics.reported)] if callback.metrics else [],
+        "notes": probe.notes() if probe is not None else [],
         "versions": package_versions(),
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    assert model.env is not None
     model.env.close()
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM request a stop (checkpoint, then stop) instead of killing the process.
+
+    Yields the signals received. Outside the main thread (e.g. some Ray workers) handlers cannot be
+    installed and there is no graceful stop.
+    """
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.request(f"received {signal.Signals(signum).name}")
+
+    previous = {}
+    for sig in SIGNAL_EXIT_CODES:
+        with contextlib.suppress(ValueError):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

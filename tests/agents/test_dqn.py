@@ -31,7 +31,7 @@ def test_matches_sb3_dqn_bitwise(seed):
     torch.set_num_threads(1)
     ref = DQN("MlpPolicy", "CartPole-v1", seed=seed, **KW).learn(800)
     ours = PlasticDQN("MlpPolicy", "CartPole-v1", seed=seed, **KW).learn(800)
-    assert ours._n_updates == ref._n_updates > 0
+    assert ours.n_updates == ref._n_updates > 0
     for a, b in zip(_params(ref), _params(ours), strict=True):
         assert torch.equal(a, b)
     assert type(ours.replay_buffer).__name__ == "LeanReplayBuffer"  # lean add() and sampling exercised
@@ -46,7 +46,7 @@ def test_lean_replay_samples_equal_sb3s(timeouts):
     from gymnasium import spaces
     from stable_baselines3.common.buffers import ReplayBuffer
 
-    from rlplast.agents.dqn import LeanReplayBuffer
+    from rlplast.agents.speed import LeanReplayBuffer
 
     obs_space = spaces.Box(-1, 1, (3, 2), np.float32)
     kw = dict(device="cpu", n_envs=2, handle_timeout_termination=timeouts)
@@ -106,7 +106,7 @@ def test_loss_hook_sees_penultimate_features_and_q_values():
     model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, interventions=[Spy()], **KW).learn(300)
     assert seen["setup"] and seen["consistent"] and seen["grad"]
     assert seen["shapes"] == ((32, 16), (32, 2), (32, 1))
-    assert seen["updates"] == model._n_updates
+    assert seen["updates"] == model.n_updates
 
 
 def test_records_grad_norm_from_clipping():
@@ -180,7 +180,7 @@ def test_lean_vec_env_steps_exactly_like_dummy_vec_env():
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from rlplast.agents.dqn import LeanDummyVecEnv
+    from rlplast.agents.speed import LeanDummyVecEnv
 
     lean = PlasticDQN._wrap_env(gym.make("CartPole-v1"))
     assert type(lean) is LeanDummyVecEnv

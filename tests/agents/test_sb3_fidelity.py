@@ -17,7 +17,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from rlplast.agents import PlasticDQN
-from rlplast.agents.dqn import LeanDummyVecEnv, LeanNStepReplayBuffer
+from rlplast.agents.speed import LeanDummyVecEnv, LeanNStepReplayBuffer
 
 KW = dict(
     learning_starts=100,
@@ -56,7 +56,7 @@ def test_n_step_replay_and_updates_equal_sb3s(n_steps):
     gamma = ours.gamma
     assert torch.allclose(b.discounts.min(), torch.tensor(gamma**n_steps))
     assert bool((b.discounts > gamma**n_steps * 1.0001).any())  # some cut short at an episode end
-    assert ours._n_updates == ref._n_updates > 0
+    assert ours.n_updates == ref._n_updates > 0
     for p, q in zip(ref.q_net.parameters(), ours.q_net.parameters(), strict=True):
         assert torch.equal(p, q)
 

@@ -147,7 +147,7 @@ class NanLoss(Intervention):
     name = "test_nan_loss"
 
     def loss(self, batch, features, q_values):
-        if self.model._n_updates >= 50:
+        if self.model.n_updates >= 50:
             return features.sum() * float("nan")
         return None
 
