@@ -43,13 +43,17 @@ class StackedAdam:
         lr: learning rate.
         betas: Adam's ``(beta1, beta2)``.
         eps: Adam's ``eps``.
+        impl: ``"foreach"``: the arithmetic of torch's multi-tensor Adam, on the stacked tensors;
+            ``"fused"``: torch's own fused Adam (``torch.optim.Adam(fused=True)``) over every
+            member's slices — one pass per tensor, the arithmetic of PlasticDQN with
+            ``agent.optimizer_impl: fused`` (which differs from foreach in the last bits).
 
     Attributes:
         grads: the gradient buffers, one per parameter, shaped like it.
         exp_avg: first moments, one tensor per parameter, shaped like it.
         exp_avg_sq: second moments.
-        steps: ``(P, S)`` float64 step counts: parameter ``k`` of member ``i`` has taken
-            ``steps[k, i]`` Adam steps since its state was last cleared.
+        steps: ``(P, S)`` float32 step counts (torch's step dtype): parameter ``k`` of member
+            ``i`` has taken ``steps[k, i]`` Adam steps since its state was last cleared.
     """
 
     def __init__(
@@ -58,7 +62,11 @@ class StackedAdam:
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        impl: str = "foreach",
     ) -> None:
+        if impl not in ("foreach", "fused"):
+            raise ValueError(f"impl must be 'foreach' or 'fused', got {impl!r}")
+        self.impl = impl
         self.params = list(params)
         if not self.params:
             raise ValueError("StackedAdam needs at least one parameter")
@@ -71,7 +79,7 @@ class StackedAdam:
         self.grads = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
-        self.steps = torch.zeros(n_params, s, dtype=torch.float64, device=device)
+        self.steps = torch.zeros(n_params, s, dtype=torch.float32, device=device)
         self._lr = torch.tensor(self.lr, dtype=torch.float64, device=device)
         # Per-member scalars broadcast over each stacked tensor through views made once.
         shapes = [_member_shape(p) for p in self.params]
@@ -83,6 +91,28 @@ class StackedAdam:
         self._clip_views = [self._clip_coef.view(shape) for shape in shapes]
         self._grad_rows = [g.view(s, -1) for g in self.grads]
         self._attach_grads()
+        self._fused: torch.optim.Adam | None = None
+        if impl == "fused":
+            self._fused = self._member_adam(fused=True)
+
+    def _member_adam(self, **kwargs: Any) -> torch.optim.Adam:
+        """A torch Adam over every member's slice of every parameter, whose gradients and state
+        are views of the stacked buffers (so both implementations share one state)."""
+        slices, state = [], {}
+        for k, p in enumerate(self.params):
+            for i in range(self.n_members):
+                view = nn.Parameter(p.detach()[i])
+                view.grad = self.grads[k][i]
+                slices.append(view)
+                state[view] = {
+                    "step": self.steps[k, i],
+                    "exp_avg": self.exp_avg[k][i],
+                    "exp_avg_sq": self.exp_avg_sq[k][i],
+                }
+        adam = torch.optim.Adam(slices, lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps, **kwargs)
+        for view, entry in state.items():
+            adam.state[view] = entry
+        return adam
 
     def _attach_grads(self) -> None:
         for p, g in zip(self.params, self.grads, strict=True):
@@ -120,13 +150,17 @@ class StackedAdam:
     def step(self) -> None:
         """One Adam step for every member from the gradient buffers (no host synchronisation)."""
         self._attach_grads()
+        if self._fused is not None:
+            self._fused.step()
+            return
         grads = self.grads
         self.steps.add_(1.0)
         # torch computes the bias corrections in Python floats (double) and rounds the scalars to
         # float32 inside its kernels; the same here, per parameter and member, on the device.
-        bias_correction1 = 1 - self.beta1**self.steps
+        steps = self.steps.double()
+        bias_correction1 = 1 - self.beta1**steps
         self._step_size.copy_((self._lr / bias_correction1).mul_(-1))
-        bias_correction2 = 1 - self.beta2**self.steps
+        bias_correction2 = 1 - self.beta2**steps
         self._bc2_sqrt.copy_(bias_correction2.sqrt_())
         torch._foreach_lerp_(self.exp_avg, grads, 1 - self.beta1)
         torch._foreach_mul_(self.exp_avg_sq, self.beta2)

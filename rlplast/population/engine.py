@@ -256,6 +256,8 @@ class Population:
         self._explore = BlockStream(seeds, EXPLORATION, self._exploration_draw, 1024, self.device)
         self._replay_rng = BlockStream(seeds, REPLAY, self._replay_draw, block, self.device)
         self.tracker = EpisodeTracker(self.n_members)
+        # Reward, done, timeout of a step, written in place and copied into the replay at once.
+        self._flags = np.zeros((3, self.n_members), dtype=np.float32)
         #: Extra loss terms added to the TD loss of every update (see :data:`LossTerm`).
         self.loss_terms: list[LossTerm] = []
         #: Called after every update with the update count (interventions' ``after_update``).
@@ -300,6 +302,7 @@ class Population:
         }
         if a.features_extractor == "minatar_cnn":
             policy_kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
+        policy_kwargs["optimizer_kwargs"] = {"fused": a.optimizer_impl == "fused"}
         hyper = {f.name: getattr(a, f.name) for f in fields(DQNSettings)}
         return cls(
             a.policy,
@@ -383,8 +386,7 @@ class Population:
         if self.num_timesteps < s.learning_starts:
             actions = random_actions
         else:
-            with torch.no_grad():
-                q = self.net.forward(obs.unsqueeze(1), self.net.online)
+            q = self.net.forward(obs.unsqueeze(1), self.net.online)  # detached views: no graph
             actions = torch.where(
                 explore_u < self.exploration_rate, random_actions, q.squeeze(1).argmax(dim=1)
             )
@@ -398,7 +400,9 @@ class Population:
         self.tracker.update(self.num_timesteps, rewards, done, infos)
 
         # Store: TimeLimit truncation is an episode end but no terminal (SB3's timeouts).
-        flags = np.stack((rewards, done, truncated & ~terminated)).astype(np.float32)
+        flags = self._flags
+        flags[0], flags[1] = rewards, done
+        np.logical_and(truncated, ~terminated, out=flags[2], casting="unsafe")
         next_t = self._to_device(next_obs)
         pos = self.replay.add(obs, next_t, actions, self._to_device(flags))
         if done.any():
@@ -480,13 +484,15 @@ class Population:
 
 
 def _adam_kwargs(optimizer_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Adam's ``betas``/``eps`` from SB3 ``optimizer_kwargs``; ``foreach``/``fused`` choose torch
-    kernels only (the stacked Adam performs the foreach arithmetic); anything else is refused."""
+    """Adam's ``betas``/``eps`` and the implementation (``fused=True`` → torch's fused kernel,
+    else the foreach arithmetic) from SB3 ``optimizer_kwargs``; anything else is refused."""
     out: dict[str, Any] = {}
     for key, value in dict(optimizer_kwargs or {}).items():
         if key in ("betas", "eps"):
             out[key] = value
-        elif key not in ("foreach", "fused", "capturable", "differentiable"):
+        elif key == "fused":
+            out["impl"] = "fused" if value else "foreach"
+        elif key not in ("foreach", "capturable", "differentiable"):
             raise UserError(
                 f"population: Adam option '{key}' is not supported by the stacked Adam; valid: betas, eps"
             )

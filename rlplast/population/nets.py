@@ -7,7 +7,7 @@ builds it for a DQN with that seed (:func:`build_member_networks`). Their parame
 member ``(S, B, ...)`` by a short list of stacked operations compiled from the module tree:
 
 * ``nn.Linear`` → ``torch.baddbmm`` (bitwise equal to ``F.linear`` per member on the CPU);
-* ``nn.Conv2d`` → one grouped convolution with ``groups=S``;
+* ``nn.Conv2d`` → one grouped convolution with ``groups=S`` (channels-last layout);
 * ``nn.Flatten`` and elementwise activations → applied to the member-first batch as they are.
 
 :meth:`StackedQNetwork.member_module` gives member ``i``'s network as an ordinary
@@ -152,17 +152,20 @@ class _Conv2d:
     dilation: Any
 
     def prepare(self, params: Sequence[Tensor]) -> Any:
-        w = params[self.weight]  # (S, out, in, kh, kw) -> groups of a (S*out, in, kh, kw) kernel
+        w = params[self.weight]  # (S, out, in, kh, kw) -> the groups of one (S*out, in, kh, kw) kernel
         bias = None if self.bias is None else params[self.bias].reshape(-1)
-        return w.reshape(-1, *w.shape[2:]), bias, w.shape[1]
+        return w.reshape(-1, *w.shape[2:]), bias, w.shape[0]
 
     def apply(self, x: Tensor, prepared: Any) -> Tensor:
-        weight, bias, out_channels = prepared
-        s, b = x.shape[:2]
-        # Members become convolution groups: (S, B, C, H, W) -> (B, S*C, H, W).
-        grouped = x.transpose(0, 1).reshape(b, s * x.shape[2], *x.shape[3:])
+        weight, bias, s = prepared
+        b, c, h, w = x.shape[1:]
+        # Members become the groups of one convolution over (B, S*C, H, W), laid out channels-last
+        # (B, H, W, S*C): oneDNN's grouped convolution is several times faster in that layout on
+        # the CPU than in NCHW, and faster than one convolution per member (measured; results
+        # equal per member).
+        grouped = x.permute(1, 3, 4, 0, 2).reshape(b, h, w, s * c).permute(0, 3, 1, 2)
         out = F.conv2d(grouped, weight, bias, self.stride, self.padding, self.dilation, groups=s)
-        return out.view(b, s, out_channels, *out.shape[2:]).transpose(0, 1)
+        return out.unflatten(1, (s, -1)).transpose(0, 1)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class _Elementwise:
         return None
 
     def apply(self, x: Tensor, prepared: Any) -> Tensor:
-        return self.module(x)
+        return self.module.forward(x)  # the module's own function, without Module.__call__
 
 
 _Op = _Linear | _Conv2d | _Flatten | _Elementwise

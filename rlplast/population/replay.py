@@ -200,7 +200,6 @@ class StackedReplayBuffer:
         """Transitions stored per member."""
         return self.buffer_size if self.full else self.pos
 
-    @torch.no_grad()
     def add(self, obs: Tensor, next_obs: Tensor, actions: Tensor, flags: Tensor) -> int:
         """Store one transition per member at the write position; return that position.
 
@@ -210,6 +209,8 @@ class StackedReplayBuffer:
             actions: ``(S,)`` int64.
             flags: ``(3, S)`` float32: reward, done (terminated or truncated), timeout
                 (truncated and not terminated).
+
+        The inputs are copied (none may require grad).
         """
         pos = self.pos
         self.observations.select(1, pos).copy_(obs)

@@ -15,16 +15,19 @@ def _stack(n_members: int, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(n_members, *s, generator=g).requires_grad_(True) for s in SHAPES]
 
 
-@pytest.mark.parametrize("foreach", [True, False])
-def test_adam_steps_equal_torch_adam_per_member(foreach):
+@pytest.mark.parametrize(
+    "impl, torch_kwargs",
+    [("foreach", {"foreach": True}), ("foreach", {"foreach": False}), ("fused", {"fused": True})],
+)
+def test_adam_steps_equal_torch_adam_per_member(impl, torch_kwargs):
     """Moments, steps and parameters equal torch.optim.Adam's (foreach: PlasticDQN's default;
-    single-tensor: SB3's default on the CPU), over gradients of very different scales, with one
-    member's state cleared midway (its bias corrections restart)."""
+    single-tensor: SB3's default on the CPU; fused: agent.optimizer_impl fused), over gradients of
+    very different scales, with one member's state cleared midway (its bias corrections restart)."""
     n, lr = 4, 3e-4
     stacked = _stack(n)
-    adam = StackedAdam(stacked, lr=lr, betas=(0.9, 0.99), eps=1e-6)
+    adam = StackedAdam(stacked, lr=lr, betas=(0.9, 0.99), eps=1e-6, impl=impl)
     refs = [[torch.nn.Parameter(p.detach()[i].clone()) for p in stacked] for i in range(n)]
-    opts = [torch.optim.Adam(r, lr=lr, betas=(0.9, 0.99), eps=1e-6, foreach=foreach) for r in refs]
+    opts = [torch.optim.Adam(r, lr=lr, betas=(0.9, 0.99), eps=1e-6, **torch_kwargs) for r in refs]
     g = torch.Generator().manual_seed(1)
     for step in range(12):
         adam.zero_grad()

@@ -92,15 +92,17 @@ def test_initial_networks_are_plastic_dqns(make_population, make_dqn):
     assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-@pytest.mark.parametrize("max_grad_norm", [10.0, 0.05])
-def test_updates_equal_plastic_dqn(make_population, make_dqn, monkeypatch, max_grad_norm):
+@pytest.mark.parametrize("max_grad_norm, fused", [(10.0, False), (0.05, False), (10.0, True)])
+def test_updates_equal_plastic_dqn(make_population, make_dqn, monkeypatch, max_grad_norm, fused):
     """Several updates from the same parameters and batches: losses, gradient norms, Adam moments
     and steps and parameters equal each member's PlasticDQN (the first update's loss and norm
     bitwise, everything else to float32 round-off; steps exactly). Midway, member 1's whole Adam state and member 2's last-layer state are cleared, so the
     members' step counts differ afterwards (per member and per parameter)."""
     seeds = [0, 1, 2]
-    pop = make_population(seeds, max_grad_norm=max_grad_norm)
-    models = [make_dqn(s, max_grad_norm=max_grad_norm) for s in seeds]
+    policy_kwargs = {"net_arch": [32, 32], "optimizer_kwargs": {"fused": fused}}  # fused: torch's kernel
+    pop = make_population(seeds, max_grad_norm=max_grad_norm, policy_kwargs=policy_kwargs)
+    models = [make_dqn(s, max_grad_norm=max_grad_norm, policy_kwargs=policy_kwargs) for s in seeds]
+    assert pop.optimizer.impl == ("fused" if fused else "foreach")
     for step in range(6):
         batch = _batch(len(seeds), 32, seed=step)
         losses = pop.update(batch)
