@@ -3,7 +3,12 @@
 Per method, task and quantity: the IQM over the method's runs of the per-run score, with a
 bootstrap CI over the runs. The ``all`` row of a method pools the (seed, task) scores and bootstraps
 seeds within each task (stratified over tasks), as rliable's aggregate IQM does. NaN scores are
-dropped; ``n`` counts the values used.
+dropped; ``n`` counts the values used (seeds; seed × task in ``all`` rows).
+
+Below :data:`~rlplast.analysis.stats.MIN_SEEDS_FOR_CI` (3) seeds there is no CI (``ci_low`` and
+``ci_high`` are NaN, empty in summary.csv): a bootstrap "CI" of 2 seeds is their range. Tables then
+show the min–max range of a task's 2 seeds, labelled as a range, and no interval for an ``all``
+row (:attr:`Cell.interval`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from rlplast.analysis.scores import RETURN_QUANTITIES, Scores
-from rlplast.analysis.stats import N_BOOT, bootstrap_ci, iqm
-from rlplast.analysis.tables import format_number
+from rlplast.analysis.stats import N_BOOT, bootstrap_ci, interval_kind, iqm
+from rlplast.analysis.tables import NumberFormat, column_format, format_estimate
 
-__all__ = ["SUMMARY_COLUMNS", "Cell", "aggregate", "summary_cell"]
+__all__ = ["SUMMARY_COLUMNS", "Cell", "aggregate", "format_cells", "summary_cell"]
 
 #: Header of summary.csv; :meth:`Cell.as_csv` gives a row.
 SUMMARY_COLUMNS = ["method", "task", "quantity", "n", "mean", "iqm", "ci_low", "ci_high"]
@@ -33,11 +38,16 @@ class Cell:
         method: method (or any group label).
         task: task id as text, or ``all``.
         quantity: quantity name.
-        n: finite values aggregated.
+        n: finite values aggregated (seeds; seed × task for a pooled row).
         mean: their plain mean.
         iqm: their interquartile mean.
-        ci_low: lower bound of the 95 % bootstrap CI of the IQM (NaN when ``n`` < 2).
+        ci_low: lower bound of the 95 % bootstrap CI of the IQM (NaN below 3 seeds).
         ci_high: upper bound.
+        min: smallest value aggregated.
+        max: largest value aggregated.
+        seeds: seeds behind the interval: ``n`` for a per-task row, the fewest seeds of a task
+            for a pooled row.
+        pooled: a pooled (``all``) row.
     """
 
     method: str
@@ -48,21 +58,63 @@ class Cell:
     iqm: float
     ci_low: float
     ci_high: float
+    min: float = math.nan
+    max: float = math.nan
+    seeds: int = -1
+    pooled: bool = False
 
-    def fmt(self, digits: int = 3) -> str:
-        """``IQM [low, high]`` for a Markdown table (``–`` without a value, no CI below 2 values)."""
+    @property
+    def interval(self) -> str:
+        """The interval a table shows: ``ci`` (≥ 3 seeds), ``range`` (a task's 2 seeds) or ``none``."""
+        seeds = self.n if self.seeds < 0 else self.seeds
+        kind = interval_kind(seeds)
+        if kind == "ci" and not math.isfinite(self.ci_low):
+            return "none"
+        return "none" if kind == "range" and self.pooled else kind
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The bounds of :attr:`interval` (the CI or the min–max range; NaN without one)."""
+        kind = self.interval
+        if kind == "ci":
+            return self.ci_low, self.ci_high
+        if kind == "range":
+            return self.min, self.max
+        return math.nan, math.nan
+
+    def numbers(self) -> list[float]:
+        """The numbers a table shows for this cell (to choose its column's format)."""
+        return [self.iqm, *self.bounds]
+
+    def fmt(self, number_format: NumberFormat | None = None) -> str:
+        """``IQM [CI]``, ``IQM (min to max)`` or ``IQM`` (``–`` without a value), as
+        :data:`~rlplast.analysis.tables.INTERVAL_LEGEND` explains.
+
+        Args:
+            number_format: the column's format (default: chosen from this cell's numbers alone).
+        """
         if self.n == 0 or not math.isfinite(self.iqm):
             return "–"
-        ci = (
-            f" [{format_number(self.ci_low, digits)}, {format_number(self.ci_high, digits)}]"
-            if self.n >= 2
-            else ""
-        )
-        return f"{format_number(self.iqm, digits)}{ci}"
+        fmt = number_format or column_format(self.numbers())
+        return format_estimate(self.iqm, *self.bounds, self.interval, fmt)
 
     def as_csv(self) -> list[Any]:
         """The row of summary.csv, in :data:`SUMMARY_COLUMNS` order."""
         return [self.method, self.task, self.quantity, self.n, self.mean, self.iqm, self.ci_low, self.ci_high]
+
+
+def format_cells(cells: Sequence[Cell | None], digits: int = 3) -> list[str]:
+    """One table column of estimates, in one number format (:func:`~rlplast.analysis.tables.column_format`
+    over every number the column shows); ``–`` for a missing cell.
+
+    Example:
+        >>> a = Cell("m", "0", "q", 3, 1.0, 14459.4, 12044.5, 16874.2)
+        >>> b = Cell("m", "1", "q", 3, 1.0, 1.37e6, 6.59e5, 2.08e6)
+        >>> format_cells([a, b, None])
+        ['1.45e4 [1.20e4, 1.69e4]', '1.37e6 [6.59e5, 2.08e6]', '–']
+    """
+    fmt = column_format([x for c in cells if c is not None for x in c.numbers()], digits)
+    return [c.fmt(fmt) if c is not None else "–" for c in cells]
 
 
 def summary_cell(
@@ -76,6 +128,8 @@ def summary_cell(
 ) -> Cell:
     """Aggregate ``values`` (one per seed, NaN = missing) into a :class:`Cell`.
 
+    The bootstrap CI is computed only from 3 seeds on (per stratum for a pooled row).
+
     Args:
         method: the row's method label.
         task: the row's task label.
@@ -85,13 +139,35 @@ def summary_cell(
         seed: seed of the bootstrap (the CI is reproducible).
         n_boot: bootstrap resamples.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
     keep = np.isfinite(v)
     n = int(keep.sum())
+    pooled = strata is not None
     if n == 0:
-        return Cell(method, task, quantity, 0, math.nan, math.nan, math.nan, math.nan)
-    lo, hi = bootstrap_ci(v, iqm, n_boot=n_boot, seed=seed, strata=strata)
-    return Cell(method, task, quantity, n, float(v[keep].mean()), float(iqm(v)), lo, hi)
+        return Cell(method, task, quantity, 0, math.nan, math.nan, math.nan, math.nan, seeds=0, pooled=pooled)
+    if strata is None:
+        seeds = n
+    else:
+        labels = np.asarray(strata, dtype=object).ravel()[keep]
+        seeds = min(int((labels == s).sum()) for s in dict.fromkeys(labels.tolist()))
+    lo = hi = math.nan
+    if interval_kind(seeds) == "ci":
+        lo, hi = bootstrap_ci(v, iqm, n_boot=n_boot, seed=seed, strata=strata)
+    kept = v[keep]
+    return Cell(
+        method,
+        task,
+        quantity,
+        n,
+        float(kept.mean()),
+        float(iqm(v)),
+        lo,
+        hi,
+        float(kept.min()),
+        float(kept.max()),
+        seeds,
+        pooled,
+    )
 
 
 def aggregate(scores: Scores, n_boot: int = N_BOOT) -> list[Cell]:

@@ -8,7 +8,9 @@ ratio:
 * ``later``: one point per (run, task after its first) (x = the task's mean NC1, y = the task's
   ``mean_return`` / mean probe ratio).
 
-Each is computed per method (seeds pooled) and over all methods (scope ``all``).
+Each is computed per method (seeds pooled) and over all methods (scope ``all``). Every row goes to
+correlations.csv (with the reason in ``note`` when it could not be computed); report.md and the
+figure show the rows with at least :data:`MIN_CORRELATION_N` points (:meth:`CorrelationRow.shown`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from rlplast.analysis.stats import N_BOOT, Correlation, pearson, spearman
 
 __all__ = [
     "CORRELATION_COLUMNS",
+    "MIN_CORRELATION_N",
     "NC1_COLUMNS",
+    "PHASE_LABELS",
     "PROBE_COLUMN",
     "CorrelationRow",
     "correlation_points",
@@ -52,7 +56,10 @@ CORRELATION_COLUMNS = [
     "spearman_p",
     "note",
 ]
-_PHASE_LABELS = {"first": "task 0 (logging steps)", "later": "tasks >= 1 (seed × task)"}
+#: The label of each phase in the ``phase`` column.
+PHASE_LABELS = {"first": "task 0 (logging steps)", "later": "tasks >= 1 (seed × task)"}
+#: Fewest (x, y) points of a correlation shown in report.md and on the figures (all are in the CSV).
+MIN_CORRELATION_N = 5
 
 
 @dataclass
@@ -75,10 +82,16 @@ class CorrelationRow:
     pearson: Correlation
     spearman: Correlation
 
+    def shown(self, min_n: int = MIN_CORRELATION_N) -> bool:
+        """Whether report.md shows the row: Pearson r computed from at least ``min_n`` points."""
+        return self.pearson.ok and self.pearson.n >= min_n
+
     def as_csv(self) -> list[Any]:
         """The row of correlations.csv, in :data:`CORRELATION_COLUMNS` order."""
         p, s = self.pearson, self.spearman
         note = p.reason or s.reason
+        if not note and p.n < MIN_CORRELATION_N:
+            note = f"fewer than {MIN_CORRELATION_N} points: not shown in report.md"
         return [
             self.scope,
             self.phase,
@@ -150,7 +163,7 @@ def correlations(runs: list[RunData], scores: Scores, n_boot: int = N_BOOT) -> l
                     out.append(
                         CorrelationRow(
                             scope,
-                            _PHASE_LABELS[phase],
+                            PHASE_LABELS[phase],
                             nc1,
                             y,
                             pearson(x_pts, y_pts),

@@ -4,6 +4,13 @@ Everything here takes plain NumPy arrays, ignores NaN entries (a seed or task wh
 was not computed) and never raises on too little data: it returns NaN (or a :class:`Correlation`
 with a ``reason``) instead.
 
+**Intervals over seeds** (tables and curves alike, :func:`interval_kind`): from
+:data:`MIN_SEEDS_FOR_CI` (3) seeds on, a 95 % percentile-bootstrap CI of the IQM; with 2 seeds the
+min–max range, labelled as such (a bootstrap or t "CI" of 2 values is just their range, or wider);
+with 1 seed no interval. Percentile-bootstrap bounds and the range are values the statistic takes
+on resampled data, so they never leave the quantity's domain (an accuracy stays ≤ 1, an NC1 ≥ 0),
+unlike a symmetric t-interval.
+
 Example:
     >>> import numpy as np
     >>> iqm(np.arange(1, 9))
@@ -21,22 +28,43 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from rlplast.analysis.tables import NumberFormat
+
 #: A statistic applied along ``axis`` of a 2-D array of bootstrap resamples, e.g. ``np.mean``.
 Statistic = Callable[..., "np.ndarray | float"]
 
 __all__ = [
+    "MIN_SEEDS_FOR_CI",
     "N_BOOT",
+    "Band",
     "Correlation",
+    "band_label",
     "bootstrap_ci",
     "finite",
+    "interval_kind",
     "iqm",
     "pearson",
+    "seed_band",
     "spearman",
     "t_interval",
 ]
 
 #: Bootstrap resamples of every CI in the reports (the default of :func:`bootstrap_ci` and :func:`spearman`).
 N_BOOT = 2000
+#: Fewest seeds for a confidence interval; below, the min–max range (2 seeds) or nothing (1 seed).
+MIN_SEEDS_FOR_CI = 3
+
+
+def interval_kind(n_seeds: int) -> str:
+    """The interval shown for a statistic over ``n_seeds`` seeds: ``ci``, ``range`` or ``none``.
+
+    Example:
+        >>> [interval_kind(n) for n in (0, 1, 2, 3, 10)]
+        ['none', 'none', 'range', 'ci', 'ci']
+    """
+    if n_seeds >= MIN_SEEDS_FOR_CI:
+        return "ci"
+    return "range" if n_seeds == 2 else "none"
 
 
 def finite(x: np.ndarray | list[float]) -> np.ndarray:
@@ -156,11 +184,14 @@ class Correlation:
         return not self.reason
 
     def format(self, digits: int = 2) -> str:
-        """``r [low, high]`` or ``n/a (reason)``."""
+        """``r [low, high]`` (:func:`~rlplast.analysis.tables.format_number`: ``digits`` significant
+        digits, at most ``digits`` decimals), ``r [no CI]`` below 4 pairs, or ``n/a (reason)``.
+        """
         if not self.ok:
             return f"n/a ({self.reason})"
-        ci = f"[{self.low:.{digits}f}, {self.high:.{digits}f}]" if math.isfinite(self.low) else "[n/a]"
-        return f"{self.r:.{digits}f} {ci}"
+        fmt = NumberFormat(digits, scientific=False, max_decimals=digits)
+        ci = f"[{fmt(self.low)}, {fmt(self.high)}]" if math.isfinite(self.low) else "[no CI]"
+        return f"{fmt(self.r)} {ci}"
 
 
 def _pairs(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -228,3 +259,98 @@ def spearman(
         alpha = (1.0 - confidence) / 2.0
         lo, hi = (float(v) for v in np.quantile(boot, [alpha, 1.0 - alpha]))
     return Correlation(n=n, r=float(res.statistic), low=lo, high=hi, p=float(res.pvalue))
+
+
+@dataclass(frozen=True)
+class Band:
+    """A curve over seeds: the IQM at each point with its interval (see :func:`seed_band`).
+
+    Attributes:
+        center: IQM over the seeds with a value at each point (NaN where none has).
+        low: lower bound (equal to ``center`` where there is no interval).
+        high: upper bound.
+        n: finite seeds at each point (int array).
+    """
+
+    center: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: np.ndarray
+
+
+def seed_band(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, confidence: float = 0.95) -> Band:
+    """IQM over seeds at each point of a curve, with the interval :func:`interval_kind` prescribes.
+
+    At a point with ``k`` finite seeds: ``k`` ≥ 3 → percentile-bootstrap CI of the IQM (the seeds
+    are resampled jointly along the curve: one resample draws whole seed curves); ``k`` = 2 → the
+    two values (min–max); ``k`` = 1 → no interval (``low = high = center``); ``k`` = 0 → NaN.
+    Bounds are always within the values' min and max.
+
+    Args:
+        values: ``(n_seeds, n_points)`` array, NaN = not measured.
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling generator (the band is reproducible).
+        confidence: nominal coverage of the CI.
+
+    Example:
+        >>> b = seed_band(np.array([[1.0, 2.0], [3.0, np.nan]]))
+        >>> b.center.tolist(), b.low.tolist(), b.high.tolist(), b.n.tolist()
+        ([2.0, 2.0], [1.0, 2.0], [3.0, 2.0], [2, 1])
+    """
+    a = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    ok = np.isfinite(a)
+    n = ok.sum(axis=0)
+    center = np.full(a.shape[1], np.nan)
+    low = np.full(a.shape[1], np.nan)
+    high = np.full(a.shape[1], np.nan)
+    alpha = (1.0 - confidence) / 2.0
+    # Points with the same set of finite seeds are handled together (usually one group).
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(a.shape[1]):
+        if n[j]:
+            patterns.setdefault(ok[:, j].tobytes(), []).append(j)
+    for cols_list in patterns.values():
+        cols = np.asarray(cols_list)
+        sub = a[ok[:, cols[0]]][:, cols]  # (k, points): the seeds finite at these points
+        k = sub.shape[0]
+        center[cols] = sps.trim_mean(sub, 0.25, axis=0)
+        if k >= MIN_SEEDS_FOR_CI:
+            idx = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))
+            boot = sps.trim_mean(sub[idx], 0.25, axis=1)  # (n_boot, points)
+            low[cols], high[cols] = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
+        elif k == 2:
+            low[cols], high[cols] = sub.min(axis=0), sub.max(axis=0)
+        else:
+            low[cols] = high[cols] = center[cols]
+    return Band(center, low, high, n.astype(int))
+
+
+def band_label(n_seeds: Sequence[int], confidence: float = 0.95) -> str:
+    """What a figure's bands show, for methods with ``n_seeds`` seeds each (one line for the figure).
+
+    Example:
+        >>> band_label([5, 5]), band_label([2, 2]), band_label([1]), band_label([3, 5])
+        ('band: 95% bootstrap CI of the IQM over 5 seeds', 'band: min–max of 2 seeds', '1 seed: no band', 'band: 95% bootstrap CI of the IQM over 3–5 seeds')
+        >>> band_label([2, 4])
+        'band: 95% bootstrap CI of the IQM (methods with ≥ 3 seeds), min–max (2 seeds)'
+    """
+    ns = sorted({int(n) for n in n_seeds if n > 0})
+    if not ns:
+        return "no data"
+    kinds = {interval_kind(n) for n in ns}
+    pct = f"{100 * confidence:g}%"
+    if kinds == {"ci"}:
+        seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+        return f"band: {pct} bootstrap CI of the IQM over {seeds} seeds"
+    if kinds == {"range"}:
+        return "band: min–max of 2 seeds"
+    if kinds == {"none"}:
+        return "1 seed: no band"
+    parts = []
+    if "ci" in kinds:
+        parts.append(f"{pct} bootstrap CI of the IQM (methods with ≥ 3 seeds)")
+    if "range" in kinds:
+        parts.append("min–max (2 seeds)")
+    if "none" in kinds:
+        parts.append("none (1 seed)")
+    return "band: " + ", ".join(parts)

@@ -67,9 +67,12 @@ def test_aggregate_hand_computed(small_sweep: Path):
     cells = {(c.method, c.task, c.quantity): c for c in aggregate(compute_scores(runs))}
     c = cells[("a", "1", "custom/score")]
     assert (c.n, c.mean, c.iqm) == (2, pytest.approx(14.25), pytest.approx(14.25))
-    assert c.ci_low == pytest.approx(9.5) and c.ci_high == pytest.approx(19.0)
+    # 2 seeds: no CI, the min–max range instead
+    assert math.isnan(c.ci_low) and math.isnan(c.ci_high) and c.interval == "range"
+    assert (c.min, c.max) == (9.5, 19.0) and c.bounds == (9.5, 19.0)
     pooled = cells[("a", "all", "mean_return")]
     assert pooled.n == 4 and pooled.mean == pytest.approx((7 / 3 + 4 + 10 / 3 + 5) / 4)
+    assert (pooled.seeds, pooled.pooled, pooled.interval) == (2, True, "none")
     assert cells[("a", "0", "return_drop")].n == 0
     # b saw task 0 only and logged no metric column: no task-1 row, no custom/score row
     assert {k for k in cells if k[0] == "b"} == {
@@ -77,6 +80,7 @@ def test_aggregate_hand_computed(small_sweep: Path):
     }
     single = cells[("b", "0", "mean_return")]
     assert (single.n, single.iqm) == (1, 15.0) and math.isnan(single.ci_low)
+    assert single.interval == "none" and single.fmt() == "15.0"
 
 
 def test_order_quantities_keeps_paper_metrics_first():

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rlplast.analysis.stats import bootstrap_ci, iqm, pearson, spearman, t_interval
+from rlplast.analysis.stats import (
+    MIN_SEEDS_FOR_CI,
+    band_label,
+    bootstrap_ci,
+    interval_kind,
+    iqm,
+    pearson,
+    seed_band,
+    spearman,
+    t_interval,
+)
 
 
 def test_iqm_known_answers():
@@ -89,3 +99,57 @@ def test_t_interval_band():
     half = sps.t.ppf(0.975, 1) * np.std([1, 3], ddof=1) / math.sqrt(2)
     assert hi[0] - mean[0] == pytest.approx(half)
     assert lo[2] == hi[2] == 5.0  # a single seed: no band
+
+
+def test_interval_rule_below_three_seeds():
+    assert MIN_SEEDS_FOR_CI == 3
+    assert [interval_kind(n) for n in range(5)] == ["none", "none", "range", "ci", "ci"]
+
+
+def test_seed_band_known_answers():
+    # columns: 2 seeds -> min–max; 1 seed -> no band; 0 seeds -> NaN
+    values = np.array([[1.0, 5.0, np.nan], [3.0, np.nan, np.nan]])
+    b = seed_band(values)
+    np.testing.assert_array_equal(b.n, [2, 1, 0])
+    np.testing.assert_allclose(b.center[:2], [2.0, 5.0])
+    np.testing.assert_allclose(b.low[:2], [1.0, 5.0])
+    np.testing.assert_allclose(b.high[:2], [3.0, 5.0])
+    assert np.isnan(b.center[2]) and np.isnan(b.low[2]) and np.isnan(b.high[2])
+    # 5 seeds: the centre is the IQM; the CI is reproducible and inside [min, max]
+    five = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]])
+    b5 = seed_band(five, seed=1)
+    assert b5.center[0] == pytest.approx(3.0)  # trim_mean cuts one value from each end
+    assert 1.0 <= b5.low[0] < 3.0 < b5.high[0] <= 100.0
+    again = seed_band(five, seed=1)
+    assert (again.low[0], again.high[0]) == (b5.low[0], b5.high[0])
+
+
+def test_bands_never_leave_the_quantity_range():
+    # accuracies near 1 and NC1 near 0: a t-interval crosses the bound, the band does not
+    acc = np.array([[0.97], [0.99], [1.0], [1.0], [0.93]])
+    nc1 = np.array([[0.01], [0.02], [0.5], [0.01], [0.03]])
+    for values, lo_bound, hi_bound in ((acc, 0.0, 1.0), (nc1, 0.0, np.inf)):
+        b = seed_band(values)
+        assert lo_bound <= b.low[0] <= b.center[0] <= b.high[0] <= hi_bound
+    _, _, t_hi = t_interval(acc, axis=0)
+    _, t_lo, _ = t_interval(nc1, axis=0)
+    assert t_hi[0] > 1.0 and t_lo[0] < 0.0  # why the plots no longer use it
+    two = seed_band(np.array([[0.99, 0.01], [1.0, 0.02]]))
+    assert two.high[0] == 1.0 and two.low[1] == 0.01
+
+
+def test_band_label_states_what_the_band_is():
+    assert band_label([5, 5]) == "band: 95% bootstrap CI of the IQM over 5 seeds"
+    assert band_label([3, 5]) == "band: 95% bootstrap CI of the IQM over 3–5 seeds"
+    assert band_label([2, 2]) == "band: min–max of 2 seeds"
+    assert band_label([1]) == "1 seed: no band"
+    assert (
+        band_label([2, 4]) == "band: 95% bootstrap CI of the IQM (methods with ≥ 3 seeds), min–max (2 seeds)"
+    )
+    assert "CI" not in band_label([2]) and "CI" not in band_label([1, 2])
+
+
+def test_correlation_text_format():
+    r = pearson([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0])
+    assert r.format() == f"{r.r:.2f} [{r.low:.2f}, {r.high:.2f}]"
+    assert pearson([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]).format().endswith("[no CI]")  # 3 pairs: no Fisher CI
