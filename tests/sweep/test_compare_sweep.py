@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -110,6 +111,8 @@ def test_sweep_completes_reports_and_resumes(setup: Path):
     manifest["runs"]["reset-s1"]["state"] = "running"
     (out / "runs" / "reset-s1" / "summary.json").unlink()
     (out / "runs" / "reset-s1" / "stale.txt").write_text("partial")
+    # A partial run without checkpoints (whatever the checkpoint policy left): restarted from scratch.
+    shutil.rmtree(out / "runs" / "reset-s1" / "checkpoints", ignore_errors=True)
     del manifest["runs"]["vanilla-s1"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     kept = {n: _stat(out / "runs" / n / "metrics.csv") for n in ("vanilla-s0", "reset-s0")}
