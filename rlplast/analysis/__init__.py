@@ -6,11 +6,15 @@ live agents, and knows nothing of how the runs were scheduled. One module per st
 * :mod:`~rlplast.analysis.load` — :class:`RunData`, :func:`load_run`, :func:`load_sweep`.
 * :mod:`~rlplast.analysis.scores` — :class:`Scores`: one ``(n_runs, n_tasks)`` array per quantity
   (rliable's shape), with the run, method and seed of each row.
-* :mod:`~rlplast.analysis.stats` — IQM, bootstrap CIs, t intervals, Pearson and Spearman.
+* :mod:`~rlplast.analysis.stats` — IQM, bootstrap CIs, bands over seeds (CI from 3 seeds, min–max
+  of 2), t intervals, Pearson and Spearman.
 * :mod:`~rlplast.analysis.aggregate` — IQM with a bootstrap CI over seeds (summary.csv's rows).
 * :mod:`~rlplast.analysis.correlations` — NC1 vs plasticity (correlations.csv's rows).
-* :mod:`~rlplast.analysis.plots` — the PNGs (matplotlib, imported when drawing).
-* :mod:`~rlplast.analysis.tables` — number formatting, CSV text and Markdown tables.
+* :mod:`~rlplast.analysis.labels` — readable titles and units of column keys, for figures.
+* :mod:`~rlplast.analysis.style` — paper sizes, fonts, the colour-blind-safe palette, method
+  styles, PNG + PDF files.
+* :mod:`~rlplast.analysis.plots` — the figures (matplotlib, imported when drawing).
+* :mod:`~rlplast.analysis.tables` — the number format, CSV text and Markdown tables.
 * :mod:`~rlplast.analysis.markdown` — report.md's text.
 * :mod:`~rlplast.analysis.report` — :func:`build_report` and :func:`write_report`.
 
@@ -23,17 +27,19 @@ Example:
 
 from __future__ import annotations
 
-from rlplast.analysis.aggregate import SUMMARY_COLUMNS, Cell, aggregate, summary_cell
+from rlplast.analysis.aggregate import SUMMARY_COLUMNS, Cell, aggregate, format_cells, summary_cell
 from rlplast.analysis.correlations import (
     CORRELATION_COLUMNS,
+    MIN_CORRELATION_N,
     NC1_COLUMNS,
     PROBE_COLUMN,
     CorrelationRow,
     correlation_points,
     correlations,
 )
-from rlplast.analysis.load import RunData, is_metric_column, load_run, load_sweep
-from rlplast.analysis.plots import plot_collapse, plot_nc1_vs_plasticity, plot_returns, save_png
+from rlplast.analysis.labels import axis_label, metric_title, metric_unit
+from rlplast.analysis.load import RunData, is_metric_column, load_run, load_sweep, method_order
+from rlplast.analysis.plots import plot_collapse, plot_nc1_vs_plasticity, plot_returns, use_log
 from rlplast.analysis.report import Report, build_report, write_report
 from rlplast.analysis.scores import (
     END_EPISODES,
@@ -44,46 +50,89 @@ from rlplast.analysis.scores import (
     order_quantities,
     task_scores,
 )
-from rlplast.analysis.stats import N_BOOT, Correlation, bootstrap_ci, iqm, pearson, spearman, t_interval
-from rlplast.analysis.tables import csv_text, format_number, markdown_table
+from rlplast.analysis.stats import (
+    MIN_SEEDS_FOR_CI,
+    N_BOOT,
+    Band,
+    Correlation,
+    band_label,
+    bootstrap_ci,
+    interval_kind,
+    iqm,
+    pearson,
+    seed_band,
+    spearman,
+    t_interval,
+)
+from rlplast.analysis.style import ONE_COLUMN, PALETTE, TWO_COLUMN, method_styles, paper_style, save_figure
+from rlplast.analysis.tables import (
+    INTERVAL_LEGEND,
+    NumberFormat,
+    column_format,
+    csv_text,
+    format_estimate,
+    format_number,
+    markdown_table,
+)
 
 __all__ = [
     "CORRELATION_COLUMNS",
     "END_EPISODES",
+    "INTERVAL_LEGEND",
     "MAIN_METRICS",
-    "N_BOOT",
+    "MIN_CORRELATION_N",
+    "MIN_SEEDS_FOR_CI",
     "NC1_COLUMNS",
+    "N_BOOT",
+    "ONE_COLUMN",
+    "PALETTE",
     "PROBE_COLUMN",
     "RETURN_QUANTITIES",
     "SUMMARY_COLUMNS",
+    "TWO_COLUMN",
+    "Band",
     "Cell",
     "Correlation",
     "CorrelationRow",
+    "NumberFormat",
     "Report",
     "RunData",
     "Scores",
     "aggregate",
+    "axis_label",
+    "band_label",
     "bootstrap_ci",
     "build_report",
+    "column_format",
     "compute_scores",
     "correlation_points",
     "correlations",
     "csv_text",
+    "format_cells",
+    "format_estimate",
     "format_number",
+    "interval_kind",
     "iqm",
     "is_metric_column",
     "load_run",
     "load_sweep",
     "markdown_table",
+    "method_order",
+    "method_styles",
+    "metric_title",
+    "metric_unit",
     "order_quantities",
+    "paper_style",
     "pearson",
     "plot_collapse",
     "plot_nc1_vs_plasticity",
     "plot_returns",
-    "save_png",
+    "save_figure",
+    "seed_band",
     "spearman",
     "summary_cell",
     "t_interval",
     "task_scores",
+    "use_log",
     "write_report",
 ]

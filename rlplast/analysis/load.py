@@ -10,6 +10,11 @@ Metric columns: every column of a run's ``metrics.csv`` that is not one of
 ``collapse/…`` and ``plasticity/…`` column, every key an intervention logs (``intervention/resets``,
 ``train/nc_reg_loss``, …) and every key a user metric returns (``custom/score``).
 
+Method order: every table and figure lists the methods in the order they were given
+(:func:`method_order`): the manifest's optional top-level ``methods`` list (``--methods`` order),
+then the order in which the manifest first names each method, then alphabetical (a folder without
+a manifest). :func:`load_sweep` returns the runs sorted that way (then by seed).
+
 Example:
     >>> runs, entries = load_sweep("sweeps/permuted_cartpole")  # doctest: +SKIP
     >>> runs[0].method, runs[0].seed, runs[0].metric_columns()[:1]  # doctest: +SKIP
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rlplast.errors import UserError
-from rlplast.rundir import SUMMARY, parse_run_name, read_manifest, read_summary
+from rlplast.rundir import MANIFEST, SUMMARY, json_type, parse_run_name, read_manifest, read_summary
 from rlplast.runlog import BASE_COLUMNS
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "is_metric_column",
     "load_run",
     "load_sweep",
+    "method_order",
     "read_columns",
 ]
 
@@ -156,8 +163,45 @@ def load_run(path: str | Path, method: str | None = None, seed: int | None = Non
     )
 
 
+def method_order(methods: Iterable[str], manifest: dict[str, Any] | None = None) -> list[str]:
+    """``methods`` in report order: the order the methods were given, as far as it is recorded.
+
+    1. the manifest's top-level ``methods`` list (the ``--methods`` order), when it has one;
+    2. then the order in which the manifest's ``runs`` entries first name each method (a sweep
+       records its grid method by method);
+    3. then alphabetical (always the case without a manifest).
+
+    Example:
+        >>> method_order(["ncreg", "reset", "vanilla"], {"methods": ["vanilla", "reset", "ncreg"]})
+        ['vanilla', 'reset', 'ncreg']
+        >>> method_order(["b", "a", "c"], {"runs": {"c-s0": {"method": "c"}}})
+        ['c', 'a', 'b']
+    """
+    wanted = set(methods)
+    given: list[str] = []
+    if manifest:
+        listed = manifest.get("methods")
+        if isinstance(listed, list):
+            given += [m for m in listed if isinstance(m, str)]
+        runs = manifest.get("runs", {}).values()
+        given += [e["method"] for e in runs if isinstance(e, dict) and isinstance(e.get("method"), str)]
+    order = [m for m in dict.fromkeys(given) if m in wanted]
+    return order + sorted(wanted - set(order))
+
+
+def _check_methods_key(sweep: Path, manifest: dict[str, Any] | None) -> None:
+    listed = (manifest or {}).get("methods")
+    if listed is not None and (not isinstance(listed, list) or not all(isinstance(m, str) for m in listed)):
+        raise UserError(
+            f"cannot read sweep manifest {sweep / MANIFEST}: 'methods' must be an array of strings, "
+            f"got {json_type(listed)}"
+        )
+
+
 def load_sweep(sweep_dir: str | Path) -> tuple[list[RunData], dict[str, dict[str, Any]]]:
     """Every finished run under a folder, and the manifest's run entries (``{}`` without a manifest).
+
+    The runs come in :func:`method_order`, then by seed.
 
     Which runs are read:
 
@@ -175,6 +219,7 @@ def load_sweep(sweep_dir: str | Path) -> tuple[list[RunData], dict[str, dict[str
     if not sweep.is_dir():
         raise UserError(f"sweep directory not found: {sweep}")
     manifest = read_manifest(sweep)
+    _check_methods_key(sweep, manifest)
     entries: dict[str, dict[str, Any]] = (manifest or {}).get("runs", {})
     runs: list[RunData] = []
     if manifest is not None:
@@ -190,4 +235,6 @@ def load_sweep(sweep_dir: str | Path) -> tuple[list[RunData], dict[str, dict[str
             f"no finished runs in {sweep} (expected runs/<method>-s<seed>/summary.json "
             "or run directories with a summary.json)"
         )
+    rank = {m: i for i, m in enumerate(method_order({r.method for r in runs}, manifest))}
+    runs.sort(key=lambda r: (rank[r.method], r.seed, r.name))
     return runs, entries

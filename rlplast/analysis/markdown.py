@@ -1,4 +1,9 @@
-"""The text of report.md: runs, task plasticity, metrics per task, correlations, plots."""
+"""The text of report.md: runs, task plasticity, metrics per task, correlations, figures.
+
+Numbers come from :mod:`~rlplast.analysis.tables` (one format per column) and estimates from
+:func:`~rlplast.analysis.aggregate.format_cells` (CI, range or no interval, as
+:data:`~rlplast.analysis.tables.INTERVAL_LEGEND` says under each table).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,39 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlplast.analysis.aggregate import Cell, format_cells
+from rlplast.analysis.correlations import MIN_CORRELATION_N
 from rlplast.analysis.scores import END_EPISODES, MAIN_METRICS, PAPER_PREFIXES, RETURN_QUANTITIES
-from rlplast.analysis.tables import format_number, markdown_table
+from rlplast.analysis.style import VECTOR_FORMAT
+from rlplast.analysis.tables import INTERVAL_LEGEND, column_format, markdown_table
 
 if TYPE_CHECKING:
     from rlplast.analysis.report import Report
 
-__all__ = ["MAX_OTHER_METRICS", "report_markdown"]
+__all__ = ["MAX_OTHER_METRICS", "RETURN_HEADERS", "RETURNS_NOTE", "report_markdown"]
 
 #: Most metric columns outside ``collapse/…`` and ``plasticity/…`` shown in report.md's table of
 #: other metrics (every one is in summary.csv).
 MAX_OTHER_METRICS = 8
+#: Table headers of the return quantities (summary.csv keys: ``mean_return``, ``auc``, ``end_return``,
+#: ``return_drop``).
+RETURN_HEADERS = {
+    "mean_return": "mean return per episode",
+    "auc": "step-weighted mean return (`auc`)",
+    "end_return": f"end-of-task return (last {END_EPISODES} episodes)",
+    "return_drop": "drop vs task 0",
+}
+#: What the three return measures are, which one is the headline, and why they can differ by 10×.
+RETURNS_NOTE = (
+    "**Headline: mean return per episode** (`mean_return`); the drop and the NC1 correlations use it. "
+    "The step-weighted mean return (`auc` in summary.csv) is the area under the return-vs-step curve "
+    "divided by the task's step span (every env step weighs the same); the end-of-task return is the "
+    f"mean of the task's last {END_EPISODES} episodes. They can differ by 10×: short (failed) episodes "
+    "early in a task are many and long ones late in it are few, so the per-episode mean is dominated "
+    "by the early episodes and the step-weighted mean and end-of-task return by the late ones. "
+    "Drop = task 0's mean return − this task's: positive = worse than task 0, negative = better than "
+    "task 0."
+)
 
 
 def report_markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
@@ -28,25 +55,22 @@ def report_markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
     Args:
         rep: the computed report.
         sweep: the sweep directory (named in the title).
-        plots: ``{"collapse": drawn, "nc1": drawn}``: whether those figures hold data.
+        plots: ``{"returns": drawn, "collapse": drawn, "nc1": drawn}``: whether those figures hold data.
     """
-    methods = list(dict.fromkeys(r.method for r in rep.runs))
+    methods = rep.methods
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     md = [f"# Sweep report: `{sweep}`", "", f"Generated {now} from {len(rep.runs)} finished runs.", ""]
+    md += [f"Methods are listed in {rep.method_order_source}, in every table and figure.", ""]
     md += _runs(rep, methods)
     md += _task_plasticity(rep, methods)
     md += _metrics(rep, methods)
     md += _correlations(rep)
-    md += ["## Plots", ""]
-    md += ["![returns](returns.png)", ""]
-    md += ["![collapse](collapse.png)" if plots["collapse"] else "collapse.png: no metrics.", ""]
-    md += [
-        "![nc1 vs plasticity](nc1_vs_plasticity.png)" if plots["nc1"] else "nc1_vs_plasticity.png: no NC1.",
-        "",
-    ]
+    md += _plots(plots)
     md += [
         "Files: `summary.csv` (method, task, quantity, n, mean, iqm, ci_low, ci_high — one row per method × "
-        "task × quantity, task `all` = pooled), `correlations.csv`. Definitions: docs/compare.md.",
+        "task × quantity; task `all` = pooled, its `n` counts seed × task values; `ci_low`/`ci_high` are "
+        "empty below 3 seeds), `correlations.csv` (every correlation, with the reason in `note` when it "
+        "is not shown here). Definitions: docs/compare.md.",
         "",
     ]
     return "\n".join(md)
@@ -54,13 +78,15 @@ def report_markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
 
 def _runs(rep: Report, methods: list[str]) -> list[str]:
     md = ["## Runs", ""]
-    rows = []
     all_methods = list(dict.fromkeys([*methods, *(e.get("method", "?") for e in rep.entries.values())]))
+    walls, rates, rows = [], [], []
     for m in all_methods:
         mruns = [r for r in rep.runs if r.method == m]
         states = [e.get("state") for e in rep.entries.values() if e.get("method") == m]
-        walls = [float(r.summary.get("wall_time_s") or math.nan) for r in mruns]
-        sps_ = [float(r.summary.get("steps_per_s") or math.nan) for r in mruns]
+        w = [float(r.summary.get("wall_time_s") or math.nan) for r in mruns]
+        sp = [float(r.summary.get("steps_per_s") or math.nan) for r in mruns]
+        walls.append(float(np.nanmean(w)) if np.isfinite(w).any() else math.nan)
+        rates.append(float(np.nanmean(sp)) if np.isfinite(sp).any() else math.nan)
         rows.append(
             [
                 m,
@@ -68,10 +94,11 @@ def _runs(rep: Report, methods: list[str]) -> list[str]:
                 str(states.count("failed")),
                 str(sum(states.count(s) for s in ("pending", "running", "interrupted"))),
                 ", ".join(str(r.seed) for r in sorted(mruns, key=lambda r: r.seed)) or "–",
-                format_number(float(np.nanmean(walls)), 3) if mruns else "–",
-                format_number(float(np.nanmean(sps_)), 4) if mruns else "–",
             ]
         )
+    wf, rf = column_format(walls), column_format(rates)
+    for row, wall, rate in zip(rows, walls, rates, strict=True):
+        row += [wf(wall) if math.isfinite(wall) else "–", rf(rate) if math.isfinite(rate) else "–"]
     md += markdown_table(
         ["method", "done", "failed", "unfinished", "seeds", "wall time (s)", "steps/s"], rows
     )
@@ -87,38 +114,55 @@ def _tasks(rep: Report, method: str) -> list[str]:
     return sorted({c.task for c in rep.cells if c.method == method and c.task != "all"}, key=int)
 
 
-def _task_plasticity(rep: Report, methods: list[str]) -> list[str]:
+def _table(
+    rep: Report, methods: list[str], columns: list[str], with_all: bool
+) -> tuple[list[list[str]], dict[tuple[str, str], Cell | None]]:
+    """Rows ``[method, task, seeds, seed × task, *formatted columns]`` and the first column's cells."""
     lookup = {(c.method, c.task, c.quantity): c for c in rep.cells}
-    md = [
-        "## Task plasticity (IQM over seeds [95% bootstrap CI])",
-        "",
-        f"mean return = mean over the task's episodes; AUC = trapezoid of episode return vs step / step "
-        f"span; end return = mean of the task's last {END_EPISODES} episodes; drop = task-0 mean return "
-        "minus this task's. Row `all`: (seed, task) scores pooled, bootstrap stratified over tasks.",
-        "",
-    ]
+    keys = [(m, t) for m in methods for t in [*_tasks(rep, m), *(["all"] if with_all else [])]]
+    formatted = {q: format_cells([lookup.get((m, t, q)) for m, t in keys]) for q in columns}
+    # the counts of a row come from its first column with a value
+    first = {(m, t): next((lookup[(m, t, q)] for q in columns if (m, t, q) in lookup), None) for m, t in keys}
     rows = []
-    for m in methods:
-        for t in [*_tasks(rep, m), "all"]:
-            mr = lookup.get((m, t, "mean_return"))
-            rows.append(
-                [m, t, str(mr.n if mr else 0)]
-                + [lookup[(m, t, q)].fmt() if (m, t, q) in lookup else "–" for q in RETURN_QUANTITIES]
-            )
+    for i, (m, t) in enumerate(keys):
+        c = first[(m, t)]
+        if t == "all":
+            counts = [str(c.seeds) if c else "0", str(c.n) if c else "0"]
+        else:
+            counts = [str(c.n) if c else "0", "–"]
+        rows.append([m, t, *counts, *(formatted[q][i] for q in columns)])
+    return rows, first
+
+
+def _task_plasticity(rep: Report, methods: list[str]) -> list[str]:
+    md = ["## Task plasticity (IQM over seeds)", "", RETURNS_NOTE, "", INTERVAL_LEGEND, ""]
+    quantities = list(RETURN_QUANTITIES)
+    rows, _ = _table(rep, methods, quantities, with_all=True)
     md += markdown_table(
-        ["method", "task", "seeds", "mean return", "AUC", "end-of-task return", "drop vs task 0"], rows
+        ["method", "task", "seeds", "seed × task", *(RETURN_HEADERS[q] for q in quantities)], rows
     )
     md.append("")
+    negative: dict[str, list[str]] = {}
+    for c in rep.cells:
+        if c.quantity == "return_drop" and c.n and math.isfinite(c.iqm) and c.iqm < 0:
+            negative.setdefault(c.method, []).append(c.task)
+    if negative:
+        which = "; ".join(f"`{m}` {_task_list(ts)}" for m, ts in negative.items())
+        md += [
+            f"Negative drops ({which}): there the mean return per episode was higher than in task 0 — "
+            "better than task 0 (for instance when task 0 was learned slowly), not a loss of plasticity.",
+            "",
+        ]
     return md
 
 
-def _metric_rows(rep: Report, methods: list[str], columns: list[str]) -> list[list[str]]:
-    lookup = {(c.method, c.task, c.quantity): c for c in rep.cells}
-    return [
-        [m, t] + [lookup[(m, t, q)].fmt() if (m, t, q) in lookup else "–" for q in columns]
-        for m in methods
-        for t in _tasks(rep, m)
-    ]
+def _task_list(tasks: list[str]) -> str:
+    """``task 1``, ``tasks 1, 2``, ``tasks 1, 2 and pooled``."""
+    ids = [t for t in tasks if t != "all"]
+    text = ("task " if len(ids) == 1 else "tasks ") + ", ".join(ids) if ids else ""
+    if "all" in tasks:
+        text = f"{text} and pooled (`all`)" if text else "pooled (`all`)"
+    return text
 
 
 def _metrics(rep: Report, methods: list[str]) -> list[str]:
@@ -129,8 +173,11 @@ def _metrics(rep: Report, methods: list[str]) -> list[str]:
     if not shown:
         md += ["No metrics: no run logged a `collapse/…` or `plasticity/…` column (metrics disabled?).", ""]
     else:
+        md += [INTERVAL_LEGEND, ""]
+        rows, _ = _table(rep, methods, shown, with_all=False)
         md += markdown_table(
-            ["method", "task", *(s.split("/", 1)[1] for s in shown)], _metric_rows(rep, methods, shown)
+            ["method", "task", "seeds", *(s.split("/", 1)[1] for s in shown)],
+            [[*r[:3], *r[4:]] for r in rows],
         )
         md.append("")
     if other:
@@ -142,7 +189,8 @@ def _metrics(rep: Report, methods: list[str]) -> list[str]:
             "",
         ]
         logged = [m for m in methods if any(c.method == m and c.quantity in other for c in rep.cells)]
-        md += markdown_table(["method", "task", *other], _metric_rows(rep, logged, other))
+        rows, _ = _table(rep, logged, other, with_all=False)
+        md += markdown_table(["method", "task", "seeds", *other], [[*r[:3], *r[4:]] for r in rows])
         md.append("")
     if shown or other:
         more = len(present) - len(shown) - len(other)
@@ -157,11 +205,13 @@ def _correlations(rep: Report) -> list[str]:
         "Pearson r [95% Fisher-z CI] and Spearman ρ [95% bootstrap CI]. Task 0: one point per logging "
         "row of task 0 with an NC1 value (y = rolling mean return / probe ratio at that row). Tasks ≥ 1: "
         "one point per (seed, task) (x = the task's mean NC1, y = the task's mean return / mean probe "
-        "ratio). Seeds are pooled within a method; `all` pools every method.",
+        "ratio). Seeds are pooled within a method; `all` pools every method. The r on "
+        "`nc1_vs_plasticity.png` is the tasks ≥ 1 row of this table.",
         "",
     ]
     if not rep.correlations:
         return [*md, "No NC1 column in any run (metrics disabled?): no correlations.", ""]
+    shown = [c for c in rep.correlations if c.shown()]
     rows = [
         [
             c.scope,
@@ -172,8 +222,37 @@ def _correlations(rep: Report) -> list[str]:
             c.pearson.format(),
             c.spearman.format(),
         ]
-        for c in rep.correlations
+        for c in shown
     ]
-    md += markdown_table(["scope", "phase", "NC1", "plasticity", "n", "Pearson r", "Spearman ρ"], rows)
-    md.append("")
+    if rows:
+        md += markdown_table(["scope", "phase", "NC1", "plasticity", "n", "Pearson r", "Spearman ρ"], rows)
+        md.append("")
+    hidden = len(rep.correlations) - len(shown)
+    if hidden:
+        md += [
+            f"{hidden} of {len(rep.correlations)} rows have fewer than {MIN_CORRELATION_N} points or could "
+            "not be computed: they are in `correlations.csv`, with the reason in `note`.",
+            "",
+        ]
+    return md
+
+
+def _plots(plots: dict[str, bool]) -> list[str]:
+    md = ["## Plots", ""]
+    notes = {
+        "returns": "returns.png: no episodes finished.",
+        "collapse": "collapse.png: no metrics.",
+        "nc1": "nc1_vs_plasticity.png: no NC1.",
+    }
+    files = {"returns": "returns", "collapse": "collapse", "nc1": "nc1_vs_plasticity"}
+    for key, stem in files.items():
+        if plots.get(key, False):
+            md += [
+                f"![{stem.replace('_', ' ')}]({stem}.png)",
+                "",
+                f"Vector version: `{stem}.{VECTOR_FORMAT}`.",
+                "",
+            ]
+        else:
+            md += [notes[key], ""]
     return md

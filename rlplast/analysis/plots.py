@@ -1,103 +1,87 @@
-"""The report's figures (matplotlib, imported only when a figure is drawn).
+"""The report's figures, each written as a PNG (300 dpi) and a PDF (matplotlib, imported when drawing).
 
-* ``returns.png`` — :func:`plot_returns`: rolling mean return against env step per method.
-* ``collapse.png`` — :func:`plot_collapse`: the main NC1 and plasticity metrics over env steps.
-* ``nc1_vs_plasticity.png`` — :func:`plot_nc1_vs_plasticity`: one point per (seed, task).
+* ``returns`` — :func:`plot_returns`: return per episode against env step, per method. The
+  curve is a rolling mean over the last :data:`RETURN_WINDOW` episodes *of the current task*: the
+  window restarts at each task switch (SB3's ``rollout/ep_return_mean`` spans switches and smears
+  the old task's returns into the new one), so a curve's last point in a task is that task's
+  end-of-task return.
+* ``collapse`` — :func:`plot_collapse`: the main NC1 and plasticity metrics, one panel each, at
+  the steps where they were measured (markers; straight segments between them, no interpolation).
+* ``nc1_vs_plasticity`` — :func:`plot_nc1_vs_plasticity`: one point per (seed, task ≥ 1), the
+  task's mean NC1 against its mean return (and mean probe ratio), coloured by method; each method's
+  Pearson r in the legend is its row of the correlation table.
 
-Curves of different seeds are interpolated on a common grid of env steps and drawn as the mean with
-a band over seeds (:func:`curve_band`); odd tasks are shaded.
+Common to all: paper sizes, fonts and the colour-blind-safe palette of :mod:`~rlplast.analysis.style`;
+methods in report order with the same colour and marker in every figure; the centre line is the
+IQM over seeds and the band what :func:`~rlplast.analysis.stats.band_label` states on the figure
+(95 % bootstrap CI from 3 seeds, min–max of 2, none for 1); readable titles and axis units from
+:mod:`~rlplast.analysis.labels`; task boundaries drawn (odd tasks shaded) and labelled ``task 0``,
+``task 1``, … (the task ids of the tables); every panel of a figure shares the x-range.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlplast.analysis.correlations import NC1_COLUMNS
-from rlplast.analysis.load import RETURN_COLUMN, STEP_COLUMN, TASK_COLUMN, RunData
-from rlplast.analysis.scores import MAIN_METRICS, Scores
-from rlplast.analysis.stats import pearson, t_interval
+from rlplast.analysis.correlations import (
+    MIN_CORRELATION_N,
+    NC1_COLUMNS,
+    PHASE_LABELS,
+    PROBE_COLUMN,
+    CorrelationRow,
+)
+from rlplast.analysis.labels import axis_label, metric_title
+from rlplast.analysis.load import STEP_COLUMN, TASK_COLUMN, RunData
+from rlplast.analysis.scores import END_EPISODES, MAIN_METRICS, Scores
+from rlplast.analysis.stats import Band, band_label, seed_band
+from rlplast.analysis.style import (
+    ONE_COLUMN,
+    TWO_COLUMN,
+    MethodStyle,
+    method_styles,
+    paper_style,
+    save_figure,
+)
 
 __all__ = [
-    "MIN_SEEDS_FOR_CI",
-    "band_label",
-    "curve_band",
+    "LOG_SPAN",
+    "RETURN_WINDOW",
+    "draw_tasks",
+    "metric_points",
     "plot_collapse",
     "plot_nc1_vs_plasticity",
     "plot_returns",
-    "save_png",
-    "step_grid",
+    "task_return_curve",
     "task_spans",
+    "use_log",
 ]
 
-#: Below this many seeds, curve bands show the range over seeds rather than a t-interval.
-MIN_SEEDS_FOR_CI = 3
-
-
-def save_png(fig: Any, path: Path) -> None:
-    """Save a matplotlib figure as a PNG atomically (a temporary file renamed over ``path``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def curve_band(runs: list[RunData], column: str, grid: np.ndarray) -> tuple[np.ndarray, ...] | None:
-    """Mean and band over runs of a metrics.csv column, interpolated on ``grid`` (env steps).
-
-    Each run's finite values are interpolated linearly (no extrapolation beyond its logged range).
-    The band is a 95 % Student-t interval from :data:`MIN_SEEDS_FOR_CI` runs on, else the min–max
-    range.
-
-    Returns:
-        ``(mean, low, high)`` arrays shaped like ``grid``, or None when no run has a value.
-    """
-    curves = []
-    for run in runs:
-        x, y = run.metrics.get(STEP_COLUMN), run.metrics.get(column)
-        if x is None or y is None:
-            continue
-        keep = np.isfinite(x) & np.isfinite(y)
-        if keep.sum() < 1:
-            continue
-        x, y = x[keep], y[keep]
-        c = np.interp(grid, x, y)
-        c[(grid < x[0]) | (grid > x[-1])] = np.nan
-        curves.append(c)
-    if not curves:
-        return None
-    stacked = np.vstack(curves)
-    if len(curves) < MIN_SEEDS_FOR_CI:
-        # A t-interval from 2 seeds is ~13 standard errors wide: show the seeds' range instead.
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(stacked, 0), np.nanmin(stacked, 0), np.nanmax(stacked, 0)
-    return t_interval(stacked, axis=0)
-
-
-def band_label(n_seeds: int) -> str:
-    """What the shaded band around a mean curve shows."""
-    return "95% CI over seeds" if n_seeds >= MIN_SEEDS_FOR_CI else "min-max over seeds"
+#: Episodes in the rolling mean of the returns figure (= the end-of-task return's episodes).
+RETURN_WINDOW = END_EPISODES
+#: An axis is logarithmic when its positive values span this ratio or more.
+LOG_SPAN = 30.0
+#: Grid points per task of the returns figure.
+_POINTS_PER_TASK = 150
+_BAND_ALPHA = 0.2
 
 
 def task_spans(runs: list[RunData]) -> list[tuple[float, float, int]]:
-    """``(start, end, task)`` step spans of the tasks, from the first run with task ids on its rows."""
+    """``(start, end, task)`` step spans of the tasks, from the first run with task ids on its rows.
+
+    A task starts at the last logged step of the task before it (where the switch happened, to the
+    logging resolution) and ends at its own last logged step.
+    """
     for run in runs:
         t, s = run.metrics.get(TASK_COLUMN), run.metrics.get(STEP_COLUMN)
         if t is None or s is None or not np.isfinite(t).any():
             continue
         spans: list[tuple[float, float, int]] = []
-        start, cur = 0.0, int(t[0])
+        start, cur = 0.0, int(t[np.isfinite(t)][0])
         for i in range(1, len(t)):
             if np.isfinite(t[i]) and int(t[i]) != cur:
                 spans.append((start, float(s[i - 1]), cur))
@@ -107,153 +91,491 @@ def task_spans(runs: list[RunData]) -> list[tuple[float, float, int]]:
     return []
 
 
-def step_grid(runs: list[RunData], points: int = 300) -> np.ndarray:
-    """``points`` evenly spaced env steps from 0 to the last logged step of any run."""
-    last = max(
+def use_log(values: Sequence[float] | np.ndarray, span: float = LOG_SPAN) -> bool:
+    """Whether an axis showing ``values`` is logarithmic: all finite values > 0, spanning ≥ ``span``×."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return bool(v.size and (v > 0).all() and v.max() / v.min() >= span)
+
+
+def _step_formatter(ax: Any) -> None:
+    """Env steps as 20k, 1.5M on the x-axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(x: float, _pos: int) -> str:
+        if abs(x) >= 1e6:
+            return f"{x / 1e6:g}M"
+        return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+
+
+def _task_label_format(
+    spans: list[tuple[float, float, int]], width_in: float, fontsize: float
+) -> tuple[str, int]:
+    """The task label that fits the narrowest task span: ``("task {}", 1)``, ``("T{}", 1)`` or
+    ``("T{}", m)`` (every m-th task labelled)."""
+    lo, hi = spans[0][0], spans[-1][1]
+    narrowest = min(e - s for s, e, _ in spans) / max(hi - lo, 1e-12) * width_in * 72  # points
+    longest = max(len(str(t)) for _, _, t in spans)
+
+    def text_width(chars: int) -> float:
+        return chars * 0.6 * fontsize + 4
+
+    if text_width(5 + longest) <= narrowest:
+        return "task {}", 1
+    every = 1
+    while text_width(1 + longest) > narrowest * every:
+        every += 1
+    return "T{}", every
+
+
+def draw_tasks(ax: Any, spans: list[tuple[float, float, int]], label: bool = True) -> bool:
+    """Shade odd tasks, mark each switch with a dotted line and (``label``) name the tasks on top.
+
+    Tasks are named ``task 0``, ``task 1``, … (the ids of the tables); where a span is too narrow
+    for that, ``T0``, ``T1``, … (every m-th task when even that does not fit).
+
+    Returns:
+        Whether the short ``T<k>`` names were used (the figure should then say what they mean).
+    """
+    if len(spans) < 2:
+        return False
+    from matplotlib.transforms import blended_transform_factory
+
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    fontsize = 7.0
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    fmt, every = _task_label_format(spans, width_in, fontsize)
+    for i, (start, end, task) in enumerate(spans):
+        if task % 2 == 1:
+            ax.axvspan(start, end, color="0.93", zorder=0, linewidth=0)
+        if start > spans[0][0]:
+            ax.axvline(start, color="0.6", linewidth=0.5, linestyle=":", zorder=0.5)
+        if label and i % every == 0:
+            ax.text(
+                (start + end) / 2,
+                1.01,
+                fmt.format(task),
+                transform=trans,
+                ha="center",
+                va="bottom",
+                fontsize=fontsize,
+            )
+    return label and fmt != "task {}"
+
+
+def _no_data(path: Path, text: str) -> None:
+    import matplotlib.pyplot as plt
+
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN, 1.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+        save_figure(fig, path)
+        plt.close(fig)
+
+
+def _methods(runs: list[RunData], methods: Sequence[str] | None) -> list[str]:
+    present = dict.fromkeys(r.method for r in runs)
+    return [m for m in methods if m in present] if methods is not None else list(present)
+
+
+def _draw_band(
+    ax: Any,
+    x: np.ndarray,
+    band: Band,
+    style: MethodStyle,
+    markers: bool,
+    label: str | None,
+    linewidth: float | None = None,
+) -> Any:
+    (line,) = ax.plot(
+        x,
+        band.center,
+        color=style.color,
+        linestyle=style.linestyle,
+        marker=style.marker if markers else None,
+        label=label,
+        linewidth=linewidth,
+        zorder=3,
+    )
+    if (band.high > band.low).any():
+        ax.fill_between(x, band.low, band.high, color=style.color, alpha=_BAND_ALPHA, linewidth=0, zorder=2)
+    return line
+
+
+def _legend_handles(
+    methods: list[str], styles: dict[str, MethodStyle], n: dict[str, int], markers: bool
+) -> list:
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for m in methods:
+        kw = styles[m].line()
+        if not markers:
+            kw["marker"] = None
+            kw["linewidth"] = 1.5
+        handles.append(Line2D([], [], label=f"{m} (n={n[m]})", **kw))
+    return handles
+
+
+# ------------------------------------------------------------------------------------ returns
+def task_return_curve(
+    run: RunData,
+    spans: list[tuple[float, float, int]],
+    window: int = RETURN_WINDOW,
+    points: int = _POINTS_PER_TASK,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A run's return curve per task: the mean of the last ``window`` episodes of the task so far.
+
+    The window restarts at each task switch: at step ``x`` of task ``k`` the value is the mean
+    return of the (at most ``window``) latest episodes of task ``k`` that ended at or before ``x``;
+    NaN before the task's first episode ended.
+
+    Args:
+        run: the run (episodes.csv).
+        spans: the task spans (:func:`task_spans`); one segment per span.
+        window: episodes in the rolling mean.
+        points: evenly spaced steps per task.
+
+    Returns:
+        ``[(steps, values), …]``, one pair per span.
+    """
+    ep = run.episodes
+    steps = ep.get("step", np.array([]))
+    rets = ep.get("episode_return", np.array([]))
+    tids = ep.get("task_id", np.zeros_like(steps))
+    out = []
+    for start, end, task in spans:
+        x = np.linspace(start, end, points)
+        sel = (tids == task) & np.isfinite(rets) & np.isfinite(steps)
+        s, r = steps[sel], rets[sel]
+        order = np.argsort(s, kind="stable")
+        s, r = s[order], r[order]
+        y = np.full(points, np.nan)
+        if r.size:
+            csum = np.concatenate([[0.0], np.cumsum(r)])
+            j = np.searchsorted(s, x, side="right")  # episodes ended by x
+            lo = np.maximum(j - window, 0)
+            has = j > 0
+            y[has] = (csum[j[has]] - csum[lo[has]]) / (j[has] - lo[has])
+        out.append((x, y))
+    return out
+
+
+def plot_returns(runs: list[RunData], path: Path, methods: Sequence[str] | None = None) -> bool:
+    """``returns.png`` / ``.pdf``: per-task rolling mean return against env step, per method.
+
+    Args:
+        runs: the runs.
+        path: the PNG's path (the PDF goes next to it).
+        methods: method order (default: the order of ``runs``).
+
+    Returns:
+        Whether any return was drawn (else the figure holds a "no episodes" note).
+    """
+    import matplotlib.pyplot as plt
+
+    methods = _methods(runs, methods)
+    spans = task_spans(runs)
+    if not spans:
+        last = max(
+            (float(np.nanmax(r.episodes["step"])) for r in runs if r.episodes.get("step", np.array([])).size),
+            default=0.0,
+        )
+        spans = [(0.0, last, 0)] if last > 0 else []
+    styles = method_styles(methods)
+    n = {m: sum(r.method == m for r in runs) for m in methods}
+    # Earlier methods are drawn wider and below later ones: identical curves (a method equal to the
+    # baseline until its intervention first fires) then show both colours instead of hiding one.
+    widths = {m: min(1.0 + 0.4 * (len(methods) - 1 - i), 2.2) for i, m in enumerate(methods)}
+    drawn = False
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(TWO_COLUMN, 2.5), layout="constrained")
+        short = draw_tasks(ax, spans)
+        for mi, m in enumerate(methods):
+            curves = [task_return_curve(r, spans) for r in runs if r.method == m]
+            for k in range(len(spans)):
+                x = curves[0][k][0]
+                values = np.vstack([c[k][1] for c in curves])
+                if not np.isfinite(values).any():
+                    continue
+                _draw_band(ax, x, seed_band(values, seed=mi), styles[m], False, None, widths[m])
+                drawn = True
+        if not drawn:
+            plt.close(fig)
+            _no_data(path, "no episodes finished: no returns to plot")
+            return False
+        ax.set_xlim(spans[0][0], spans[-1][1])
+        _step_formatter(ax)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return")
+        ax.set_title(
+            f"Return per episode: rolling mean of the task's last {RETURN_WINDOW} episodes (restarts at each "
+            "task switch)",
+            pad=14,
+        )
+        fig.legend(
+            handles=_legend_handles(methods, styles, n, markers=False),
+            loc="outside lower center",
+            ncol=min(len(methods), 6),
+            title=f"IQM over seeds; {band_label(list(n.values()))}" + ("; T<k> = task k" if short else ""),
+        )
+        save_figure(fig, path)
+        plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------ metrics
+def metric_points(runs: list[RunData], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where a metric column was measured, and its values there.
+
+    Returns:
+        ``(steps, values)``: the sorted union of the steps at which any of ``runs`` has a value of
+        ``column``, and a ``(len(runs), len(steps))`` array of the values (NaN where a run has none
+        at that step). Nothing is interpolated.
+    """
+    per_run = []
+    for run in runs:
+        x, y = run.metrics.get(STEP_COLUMN), run.metrics.get(column)
+        if x is None or y is None:
+            per_run.append((np.array([]), np.array([])))
+            continue
+        keep = np.isfinite(x) & np.isfinite(y)
+        per_run.append((x[keep], y[keep]))
+    steps = np.unique(np.concatenate([p[0] for p in per_run])) if per_run else np.array([])
+    values = np.full((len(runs), steps.size), np.nan)
+    for i, (x, y) in enumerate(per_run):
+        values[i, np.searchsorted(steps, x)] = y
+    return steps, values
+
+
+def plot_collapse(runs: list[RunData], path: Path, methods: Sequence[str] | None = None) -> list[str]:
+    """``collapse.png`` / ``.pdf``: the main NC1 and plasticity metrics at the steps they were measured.
+
+    One panel per column of :data:`~rlplast.analysis.scores.MAIN_METRICS` present; per method the
+    IQM over seeds at each measured step (markers, joined by straight segments) and its band. A
+    panel whose positive values span 30× or more has a log y-axis.
+
+    Returns:
+        The metric columns drawn; empty when none is present (the figure then holds a note).
+    """
+    import matplotlib.pyplot as plt
+
+    methods = _methods(runs, methods)
+    present = {c for r in runs for c in r.metric_columns()}
+    cols = [c for c in MAIN_METRICS if c in present]
+    if not cols:
+        _no_data(path, "no metrics (metrics disabled or never computed)")
+        return []
+    styles = method_styles(methods)
+    n = {m: sum(r.method == m for r in runs) for m in methods}
+    spans = task_spans(runs)
+    ncols = min(len(cols), 4)
+    nrows = math.ceil(len(cols) / ncols)
+    xmax = max(
         (
             float(np.nanmax(r.metrics[STEP_COLUMN]))
             for r in runs
             if r.metrics.get(STEP_COLUMN, np.array([])).size
         ),
-        default=1,
+        default=1.0,
     )
-    return np.linspace(0.0, last, points)
-
-
-def plot_returns(runs: list[RunData], path: Path) -> None:
-    """returns.png: rolling mean return vs env step per method with a band over seeds, tasks shaded."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    spans = task_spans(runs)
-    if len(spans) > 1:
-        for start, end, task in spans:
-            if task % 2 == 1:
-                ax.axvspan(start, end, color="0.9", zorder=0)
-    grid = step_grid(runs)
-    drawn = False
-    for method in dict.fromkeys(r.method for r in runs):
-        mruns = [r for r in runs if r.method == method]
-        band = curve_band(mruns, RETURN_COLUMN, grid)
-        if band is None:
-            continue
-        mean, lo, hi = band
-        (line,) = ax.plot(grid, mean, label=f"{method} (n={len(mruns)})")
-        ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        drawn = True
-    if not drawn:
-        ax.text(0.5, 0.5, "no returns logged yet", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.legend(fontsize=8)
-    ax.set_xlabel("env step")
-    ax.set_ylabel("episode return (rolling mean)")
-    n_min = min((sum(r.method == m for r in runs) for m in {r.method for r in runs}), default=0)
-    ax.set_title(f"Return vs env step (mean, band = {band_label(n_min)}; grey = odd tasks)")
-    save_png(fig, path)
-    plt.close(fig)
-
-
-def plot_collapse(runs: list[RunData], path: Path) -> list[str]:
-    """collapse.png: the main NC1 and plasticity metrics over env steps per method.
-
-    Returns:
-        The metric columns drawn (:data:`rlplast.analysis.scores.MAIN_METRICS` present); empty
-        when none is, and the figure then holds a "no metrics" note.
-    """
-    import matplotlib.pyplot as plt
-
-    present = {c for r in runs for c in r.metric_columns()}
-    cols = [c for c in MAIN_METRICS if c in present]
-    if not cols:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no metrics (metrics disabled or never computed)", ha="center", va="center")
-        save_png(fig, path)
-        plt.close(fig)
-        return []
-    ncols = 2 if len(cols) > 1 else 1
-    nrows = math.ceil(len(cols) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.2 * nrows), squeeze=False)
-    grid = step_grid(runs)
-    spans = task_spans(runs)
-    methods = list(dict.fromkeys(r.method for r in runs))
-    for ax, col in zip(axes.ravel(), cols, strict=False):
-        for start, end, task in spans if len(spans) > 1 else []:
-            if task % 2 == 1:
-                ax.axvspan(start, end, color="0.92", zorder=0)
-        # metrics are computed every metrics.every_steps: interpolate between those rows only
-        bands = {m: curve_band([r for r in runs if r.method == m], col, grid) for m in methods}
-        allv = np.concatenate(
-            [b[0][np.isfinite(b[0])] for b in bands.values() if b is not None] or [np.array([])]
+    with paper_style():
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(TWO_COLUMN if ncols > 1 else ONE_COLUMN, 0.45 + 1.65 * nrows),
+            sharex=True,
+            squeeze=False,
+            layout="constrained",
         )
-        # Quantities spanning orders of magnitude (NC1, a diverging feature norm) read better on a log axis.
-        log = bool(allv.size and (allv > 0).all() and allv.max() / allv.min() > 50)
-        if log:
-            ax.set_yscale("log")
-        for i, method in enumerate(methods):
-            band = bands[method]
-            if band is None:
-                continue
-            mean, lo, hi = band
-            if log:  # a band reaching below zero has no place on a log axis: leave that part out
-                lo = np.where(lo > 0, lo, np.nan)
-            color = f"C{i % 10}"
-            ax.plot(grid, mean, color=color, label=method)
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.2, linewidth=0)
-        ax.set_title(col, fontsize=9)
-        ax.set_xlabel("env step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(cols) :]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
+        short = False
+        for k, (ax, col) in enumerate(zip(axes.ravel(), cols, strict=False)):
+            short |= draw_tasks(ax, spans, label=k < ncols)
+            bands = {}
+            for mi, m in enumerate(methods):
+                steps, values = metric_points([r for r in runs if r.method == m], col)
+                if steps.size:
+                    bands[m] = (steps, seed_band(values, seed=mi))
+            every = np.concatenate(
+                [np.r_[b.center, b.low, b.high] for _, b in bands.values()] or [np.array([])]
+            )
+            log = use_log(every)
+            if log:
+                ax.set_yscale("log")
+            for m, (steps, band) in bands.items():
+                _draw_band(ax, steps, band, styles[m], True, None)
+            ax.set_title(metric_title(col), pad=12 if k < ncols else 4)
+            ax.set_ylabel(axis_label(col, log))
+            _step_formatter(ax)
+        for ax in axes.ravel()[len(cols) :]:
+            ax.axis("off")
+        for ax in axes[-1]:
+            ax.set_xlabel("env steps")
+        for c in range(ncols):  # panels in the last row left empty: label the x-axis above them
+            if (nrows - 1) * ncols + c >= len(cols) and nrows > 1:
+                axes[-2][c].tick_params(labelbottom=True)
+                axes[-2][c].set_xlabel("env steps")
+        axes[0][0].set_xlim(0, xmax)
+        fig.legend(
+            handles=_legend_handles(methods, styles, n, markers=True),
+            loc="outside lower center",
+            ncol=min(len(methods), 6),
+            title=f"IQM over seeds at the measured steps (markers); {band_label(list(n.values()))}"
+            + ("; T<k> = task k" if short else ""),
+        )
+        save_figure(fig, path)
+        plt.close(fig)
     return cols
 
 
-def plot_nc1_vs_plasticity(runs: list[RunData], scores: Scores, path: Path) -> bool:
-    """nc1_vs_plasticity.png: per (seed, task) mean NC1 vs mean return, fitted line over all points.
+# ------------------------------------------------------------------------------------ NC1 vs plasticity
+def _find_row(rows: Sequence[CorrelationRow], scope: str, x: str, y: str) -> CorrelationRow | None:
+    phase = PHASE_LABELS["later"]
+    return next((c for c in rows if (c.scope, c.phase, c.x, c.y) == (scope, phase, x, y)), None)
+
+
+def _r_text(row: CorrelationRow | None) -> str:
+    """The Pearson r of a correlation-table row as the figure prints it (report.md's text)."""
+    if row is None:
+        return "r n/a"
+    p = row.pearson
+    if not p.ok:
+        return f"r n/a ({p.reason})"
+    if p.n < MIN_CORRELATION_N:
+        return f"n = {p.n} < {MIN_CORRELATION_N}: r in correlations.csv only"
+    return f"r = {p.format()}, n = {p.n}"
+
+
+def plot_nc1_vs_plasticity(
+    runs: list[RunData],
+    scores: Scores,
+    rows: Sequence[CorrelationRow],
+    path: Path,
+    methods: Sequence[str] | None = None,
+) -> bool:
+    """``nc1_vs_plasticity.png`` / ``.pdf``: a task's mean NC1 against its mean return (and probe ratio).
+
+    One point per (seed, task ≥ 1) — the points of the correlation table's phase "tasks >= 1" —
+    coloured by method; task 0 is drawn hollow (not in r). The legend gives each method's Pearson r
+    [95 % CI] from its row of ``rows`` (the same number as report.md's table), and the ``all`` row.
+    NC1 is the greedy labeling (else taken); the x-axis is logarithmic when NC1 spans 30× or more.
 
     Returns:
         Whether an NC1 column was present (else the figure holds a "no NC1" note).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    methods = _methods(runs, methods)
     present = {c for r in runs for c in r.metric_columns()}
     nc1 = next((c for c in NC1_COLUMNS if c in present), None)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if nc1 is None:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no NC1 metric (metrics disabled or never computed)", ha="center", va="center")
-        save_png(fig, path)
-        plt.close(fig)
+        _no_data(path, "no NC1 metric (metrics disabled or never computed)")
         return False
-    xs_all: list[float] = []
-    ys_all: list[float] = []
-    for i, method in enumerate(dict.fromkeys(r.method for r in runs)):
-        xs, ys = [], []
-        for run in (r for r in runs if r.method == method):
-            for task in scores.run_tasks(scores.runs.index(run.name)):
-                xs.append(scores.get(nc1, run.name, task))
-                ys.append(scores.get("mean_return", run.name, task))
-        x, y = np.asarray(xs), np.asarray(ys)
-        keep = np.isfinite(x) & np.isfinite(y)
-        ax.scatter(x[keep], y[keep], s=18, color=f"C{i % 10}", label=method, alpha=0.8)
-        xs_all += x[keep].tolist()
-        ys_all += y[keep].tolist()
-    x, y = np.asarray(xs_all), np.asarray(ys_all)
-    r = pearson(x, y)
-    if x.size >= 2 and np.ptp(x) > 0:
-        slope, icept = np.polyfit(x, y, 1)
-        xl = np.linspace(x.min(), x.max(), 50)
-        ax.plot(xl, slope * xl + icept, "k--", linewidth=1, label=f"fit (Pearson r = {r.format()})")
-    if not xs_all:
-        ax.text(0.5, 0.5, "no (NC1, return) pairs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(f"{nc1} (task mean)")
-    ax.set_ylabel("mean episode return of the task")
-    ax.set_title("NC1 vs plasticity: one point per (seed, task)")
-    ax.legend(fontsize=7)
-    save_png(fig, path)
-    plt.close(fig)
+    styles = method_styles(methods)
+    ys = [("return", "mean_return")] + ([(PROBE_COLUMN, PROBE_COLUMN)] if PROBE_COLUMN in present else [])
+    points: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for y_name, q in ys:
+        points[y_name] = {}
+        for m in methods:
+            xs: list[float] = []
+            yv: list[float] = []
+            first: list[bool] = []
+            for run in (r for r in runs if r.method == m):
+                tasks = scores.run_tasks(scores.runs.index(run.name))
+                for t in tasks:
+                    xs.append(scores.get(nc1, run.name, t))
+                    yv.append(scores.get(q, run.name, t))
+                    first.append(t == tasks[0])
+            points[y_name][m] = (np.asarray(xs), np.asarray(yv), np.asarray(first, dtype=bool))
+    all_x = np.concatenate([p[0] for p in points["return"].values()] or [np.array([])])
+    xlog = use_log(all_x)
+    with paper_style():
+        width = TWO_COLUMN if len(ys) > 1 else ONE_COLUMN + 0.4
+        fig, axes = plt.subplots(1, len(ys), figsize=(width, 3.3), squeeze=False, layout="constrained")
+        for ax, (y_name, q) in zip(axes[0], ys, strict=True):
+            handles = []
+            yvals = []
+            for m in methods:
+                x, y, is_first = points[y_name][m]
+                ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if xlog else True)
+                st = styles[m]
+                ax.scatter(
+                    x[ok & ~is_first],
+                    y[ok & ~is_first],
+                    s=16,
+                    color=st.color,
+                    marker=st.marker,
+                    alpha=0.85,
+                    lw=0,
+                    zorder=3,
+                )
+                ax.scatter(
+                    x[ok & is_first],
+                    y[ok & is_first],
+                    s=16,
+                    facecolors="none",
+                    edgecolors=st.color,
+                    marker=st.marker,
+                    lw=0.7,
+                    zorder=3,
+                )
+                yvals += y[ok].tolist()
+                row = _find_row(rows, m, nc1, y_name)
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        color=st.color,
+                        marker=st.marker,
+                        linestyle="none",
+                        label=f"{m}: {_r_text(row)}",
+                    )
+                )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="none",
+                    marker="none",
+                    linestyle="none",
+                    label=f"all methods: {_r_text(_find_row(rows, 'all', nc1, y_name))}",
+                )
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.4",
+                    marker="o",
+                    markerfacecolor="none",
+                    linestyle="none",
+                    label="hollow: task 0 (not in r)",
+                )
+            )
+            if xlog:
+                ax.set_xscale("log")
+            ylog = y_name == PROBE_COLUMN and use_log(yvals)
+            if ylog:
+                ax.set_yscale("log")
+            ax.set_xlabel(f"{metric_title(nc1)}, task mean ({axis_label(nc1, xlog)})")
+            if y_name == "return":
+                ax.set_ylabel("mean return per episode")
+                ax.set_title("Return vs NC1, one point per seed × task")
+            else:
+                ax.set_ylabel(f"task mean ({axis_label(q, ylog)})")
+                ax.set_title(f"{metric_title(q).capitalize()} vs NC1, one point per seed × task")
+            ax.legend(
+                handles=handles,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.2),
+                ncol=1,
+                title="Pearson r [95% CI] of tasks ≥ 1 (linear values; correlations.csv)",
+                borderaxespad=0,
+            )
+        save_figure(fig, path)
+        plt.close(fig)
     return True

@@ -1,7 +1,7 @@
 """``rlplast report``: aggregate a folder of finished runs into report.md, CSVs and plots.
 
 :func:`build_report` computes everything (no file written); :func:`write_report` also writes
-``summary.csv``, ``correlations.csv``, ``report.md`` and the PNGs. The steps, one module each:
+``summary.csv``, ``correlations.csv``, ``report.md`` and the figures (PNG and PDF). The steps, one module each:
 :mod:`~rlplast.analysis.load` (run directories) → :mod:`~rlplast.analysis.scores` (per-run,
 per-task arrays) → :mod:`~rlplast.analysis.aggregate` (IQM and CIs over seeds) and
 :mod:`~rlplast.analysis.correlations` → :mod:`~rlplast.analysis.plots`,
@@ -10,19 +10,19 @@ per-task arrays) → :mod:`~rlplast.analysis.aggregate` (IQM and CIs over seeds)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlplast.analysis.aggregate import SUMMARY_COLUMNS, Cell, aggregate
 from rlplast.analysis.correlations import CORRELATION_COLUMNS, CorrelationRow, correlations
-from rlplast.analysis.load import RunData, load_sweep
+from rlplast.analysis.load import RunData, load_sweep, method_order
 from rlplast.analysis.markdown import report_markdown
 from rlplast.analysis.plots import plot_collapse, plot_nc1_vs_plasticity, plot_returns
 from rlplast.analysis.scores import Scores, compute_scores
 from rlplast.analysis.tables import csv_text
 from rlplast.io import atomic_write_text
-from rlplast.rundir import check_output_dir, make_output_dir
+from rlplast.rundir import check_output_dir, make_output_dir, read_manifest
 
 __all__ = ["Report", "build_report", "write_report"]
 
@@ -37,6 +37,8 @@ class Report:
         cells: summary.csv's rows.
         scores: the per-run, per-task scores.
         correlations: correlations.csv's rows.
+        methods: the methods in report order (:func:`~rlplast.analysis.load.method_order`).
+        method_order_source: where that order comes from, in words (for report.md).
     """
 
     runs: list[RunData]
@@ -44,6 +46,8 @@ class Report:
     cells: list[Cell]
     scores: Scores
     correlations: list[CorrelationRow]
+    methods: list[str] = field(default_factory=list)
+    method_order_source: str = "the order of the runs"
 
 
 def build_report(sweep_dir: str | Path) -> Report:
@@ -53,12 +57,22 @@ def build_report(sweep_dir: str | Path) -> Report:
         UserError: no such folder, no finished run, or a run file that cannot be read.
     """
     runs, entries = load_sweep(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    if manifest is None:
+        source = "alphabetical order (no sweep manifest records the order)"
+    elif isinstance(manifest.get("methods"), list):
+        source = "the order given to `rlplast compare --methods` (the manifest's `methods`)"
+    else:
+        source = "the order the sweep manifest first lists them"
+    methods = method_order({r.method for r in runs}, manifest)
     scores = compute_scores(runs)
-    return Report(runs, entries, aggregate(scores), scores, correlations(runs, scores))
+    return Report(runs, entries, aggregate(scores), scores, correlations(runs, scores), methods, source)
 
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Compute the report of a sweep and write report.md, summary.csv, correlations.csv and the PNGs.
+    """Compute the report of a sweep and write report.md, summary.csv, correlations.csv and the figures.
+
+    Figures: ``returns``, ``collapse`` and ``nc1_vs_plasticity``, each as ``.png`` and ``.pdf``.
 
     Args:
         sweep_dir: the sweep directory (``manifest.json`` and/or ``runs/``), or a folder of run
@@ -82,10 +96,12 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     atomic_write_text(
         out_dir / "correlations.csv", csv_text(CORRELATION_COLUMNS, [c.as_csv() for c in rep.correlations])
     )
-    plot_returns(rep.runs, out_dir / "returns.png")
     plots = {
-        "collapse": bool(plot_collapse(rep.runs, out_dir / "collapse.png")),
-        "nc1": plot_nc1_vs_plasticity(rep.runs, rep.scores, out_dir / "nc1_vs_plasticity.png"),
+        "returns": plot_returns(rep.runs, out_dir / "returns.png", rep.methods),
+        "collapse": bool(plot_collapse(rep.runs, out_dir / "collapse.png", rep.methods)),
+        "nc1": plot_nc1_vs_plasticity(
+            rep.runs, rep.scores, rep.correlations, out_dir / "nc1_vs_plasticity.png", rep.methods
+        ),
     }
     atomic_write_text(out_dir / "report.md", report_markdown(rep, sweep, plots))
     return out_dir

@@ -58,13 +58,13 @@ def _episodes(offset: float) -> list[Episode]:
     return task0 + task1
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_run() -> Callable[..., Path]:
     """``write_run(run_dir, episodes, metric_cols=None, summary=None)``: write a run directory."""
     return _write_run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def episodes() -> Callable[[float], list[Episode]]:
     """``episodes(offset)``: the standard two-task episode list, returns shifted by ``offset``."""
     return _episodes

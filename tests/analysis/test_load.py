@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rlplast.analysis import is_metric_column, load_run, load_sweep
+from rlplast.analysis import is_metric_column, load_run, load_sweep, method_order
 from rlplast.errors import UserError
 from rlplast.runlog import BASE_COLUMNS, WALL_CLOCK_COLUMNS
 
@@ -67,3 +67,49 @@ def test_load_sweep_layouts(tmp_path: Path, two_runs: Path, write_run, episodes)
         load_sweep(tmp_path / "empty")
     with pytest.raises(UserError, match="sweep directory not found"):
         load_sweep(tmp_path / "missing")
+
+
+def _manifest_sweep(root: Path, write_run, episodes, manifest: dict | None) -> Path:
+    for method in ("zeta", "alpha", "mid"):
+        for seed in (1, 0):
+            write_run(root / "runs" / f"{method}-s{seed}", episodes(float(seed)))
+    if manifest is not None:
+        (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _entries(order: list[str]) -> dict:
+    return {
+        f"{m}-s{s}": {"method": m, "seed": s, "state": "done", "run_dir": f"runs/{m}-s{s}"}
+        for m in order
+        for s in (0, 1)
+    }
+
+
+def test_method_order_follows_the_given_order(tmp_path: Path, write_run, episodes):
+    # 1. the manifest's `methods` list (--methods order)
+    given = {"methods": ["zeta", "alpha", "mid"], "runs": _entries(["mid", "alpha", "zeta"])}
+    runs, _ = load_sweep(_manifest_sweep(tmp_path / "a", write_run, episodes, given))
+    assert [(r.method, r.seed) for r in runs] == [(m, s) for m in ("zeta", "alpha", "mid") for s in (0, 1)]
+    # 2. without it: the order in which the manifest first names each method
+    runs, _ = load_sweep(
+        _manifest_sweep(tmp_path / "b", write_run, episodes, {"runs": _entries(["mid", "zeta", "alpha"])})
+    )
+    assert list(dict.fromkeys(r.method for r in runs)) == ["mid", "zeta", "alpha"]
+    # 3. without a manifest: alphabetical
+    runs, _ = load_sweep(_manifest_sweep(tmp_path / "c", write_run, episodes, None))
+    assert list(dict.fromkeys(r.method for r in runs)) == ["alpha", "mid", "zeta"]
+    # a methods list naming only some methods: the rest follow in manifest order
+    assert method_order(["a", "b", "c"], {"methods": ["c"], "runs": {"x": {"method": "b"}}}) == [
+        "c",
+        "b",
+        "a",
+    ]
+
+
+def test_a_methods_key_that_is_not_a_list_of_names_is_refused(tmp_path: Path, write_run, episodes):
+    root = _manifest_sweep(
+        tmp_path, write_run, episodes, {"methods": "zeta,alpha", "runs": _entries(["zeta"])}
+    )
+    with pytest.raises(UserError, match="'methods' must be an array of strings, got a string"):
+        load_sweep(root)

@@ -27,8 +27,12 @@ def test_report_without_metrics_or_manifest(two_runs: Path, capsys):
     rows = _summary_rows(rep / "summary.csv")
     r = rows[("m", "0", "mean_return")]
     assert int(r["n"]) == 2 and float(r["iqm"]) == pytest.approx(7 / 3 + 0.5)
-    assert float(r["ci_low"]) <= float(r["iqm"]) <= float(r["ci_high"])
+    assert r["ci_low"] == r["ci_high"] == ""  # 2 seeds: no CI in summary.csv
     assert rows[("m", "all", "mean_return")]["n"] == "4"
+    # report.md: the range of the 2 seeds, labelled as such; the pooled row without an interval
+    assert "| m | 0 | 2 | – | 2.83 (2.33 to 3.33) |" in md
+    assert "| m | all | 2 | 4 | 4.42 |" in md  # IQM of 7/3, 10/3, 5.5, 6.5 = mean of the middle two
+    assert "min to max of 2 seeds" in md
     assert rows[("m", "0", "return_drop")]["n"] == "0" and rows[("m", "0", "return_drop")]["iqm"] == ""
     assert {q for _, _, q in rows} == {"mean_return", "auc", "end_return", "return_drop"}
 
@@ -59,8 +63,8 @@ def test_user_metric_and_intervention_columns_are_reported(tmp_path: Path, write
     assert order[4:] == ["collapse/nc1_greedy", "custom/score", "intervention/resets"]
     md = (out / "report.md").read_text()
     assert "### Other metric columns per task" in md
-    assert "| method | task | custom/score | intervention/resets |" in md
-    assert "| m | 1 | 10.0 [9.5, 10.5] | 1.0 [1.0, 1.0] |" in md
+    assert "| method | task | seeds | custom/score | intervention/resets |" in md
+    assert "| m | 1 | 2 | 10.0 (9.50 to 10.5) | 1.00 (1.00 to 1.00) |" in md
     assert "All 3 metric columns (0 more) are in `summary.csv`." in md
 
 
