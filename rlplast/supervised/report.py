@@ -11,7 +11,10 @@ Files (every one written atomically; an existing non-empty directory is refused 
   every quantity over seeds (the columns of :data:`rlplast.analysis.SUMMARY_COLUMNS`);
 * ``correlations.csv`` — Pearson r (Fisher-z CI) and Spearman ρ (bootstrap CI), the columns of
   :data:`rlplast.analysis.CORRELATION_COLUMNS`;
-* ``report.md`` and PNG plots.
+* ``report.md`` and the figures, each as a PNG (300 dpi) and a PDF, in the look of ``rlplast report``
+  (:mod:`rlplast.analysis.style`): IQM over seeds with the band :func:`rlplast.analysis.band_label`
+  states on the figure (95 % percentile-bootstrap CI from 3 seeds, min–max of 2 seeds, none for 1:
+  bounds that never leave a quantity's range, so no accuracy above 1 or NC1 below 0).
 """
 
 from __future__ import annotations
@@ -26,15 +29,28 @@ import numpy as np
 
 from rlplast.analysis import (
     CORRELATION_COLUMNS,
+    INTERVAL_LEGEND,
+    MIN_CORRELATION_N,
+    ONE_COLUMN,
+    PALETTE,
     SUMMARY_COLUMNS,
+    TWO_COLUMN,
+    Cell,
     CorrelationRow,
+    axis_label,
+    band_label,
+    column_format,
     csv_text,
-    format_number,
+    format_cells,
     markdown_table,
-    save_png,
+    metric_title,
+    paper_style,
+    save_figure,
+    seed_band,
     summary_cell,
+    use_log,
 )
-from rlplast.analysis.stats import pearson, spearman, t_interval
+from rlplast.analysis.stats import pearson, spearman
 from rlplast.errors import UserError
 from rlplast.io import atomic_write_json, atomic_write_text
 from rlplast.rundir import check_output_dir, make_output_dir
@@ -58,6 +74,7 @@ __all__ = [
 
 N_BOOT = 2000
 #: Every file this module may write (removed first when overwriting).
+FIGURES = ("accuracy_nc1", "acc_vs_nc1", "metrics", "final_acc_vs_epoch", "final_acc_vs_nc1")
 OUTPUT_FILES = (
     "config.yaml",
     "run.json",
@@ -66,11 +83,7 @@ OUTPUT_FILES = (
     "summary.csv",
     "correlations.csv",
     "report.md",
-    "accuracy_nc1.png",
-    "acc_vs_nc1.png",
-    "metrics.png",
-    "final_acc_vs_epoch.png",
-    "final_acc_vs_nc1.png",
+    *(f"{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")),
 )
 CONTINUAL_QUANTITIES = (
     "online_acc",
@@ -246,7 +259,7 @@ def warm_start_correlations(rows: list[dict[str, Any]], early_epochs: int) -> li
     return out
 
 
-def _summary(rows: list[dict[str, Any]], key: str, quantities: tuple[str, ...], label: str) -> list[Any]:
+def _summary(rows: list[dict[str, Any]], key: str, quantities: tuple[str, ...], label: str) -> list[Cell]:
     """Cells per ``key`` value (task / epoch) and pooled (``all``), IQM with bootstrap CI over seeds."""
     groups = sorted({int(r[key]) for r in rows})
     cells = []
@@ -263,130 +276,267 @@ def _summary(rows: list[dict[str, Any]], key: str, quantities: tuple[str, ...], 
 
 
 # ------------------------------------------------------------------------------------ plots
-def _band(rows: list[dict[str, Any]], key: str, q: str) -> tuple[np.ndarray, ...]:
+#: Up to this many points per curve, each measured point gets a marker.
+MAX_MARKED_POINTS = 40
+
+
+def _grid(rows: list[dict[str, Any]], key: str, q: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(groups, values)``: the sorted ``key`` values (tasks or epochs) and a (seeds, groups) array."""
     groups = sorted({int(r[key]) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
     grid = np.full((len(seeds), len(groups)), np.nan)
     for r in rows:
         grid[seeds.index(int(r["seed"])), groups.index(int(r[key]))] = float(r.get(q, math.nan))
-    mean, lo, hi = t_interval(grid, axis=0)
-    return np.asarray(groups), mean, lo, hi
+    return np.asarray(groups), grid
 
 
 def _plot_band(
-    ax: Any, rows: list[dict[str, Any]], key: str, q: str, color: str, label: str | None = None
+    ax: Any,
+    rows: list[dict[str, Any]],
+    key: str,
+    q: str,
+    color: str,
+    marker: str = "o",
+    label: str | None = None,
+) -> np.ndarray:
+    """IQM over seeds of ``q`` against ``key`` with its band; returns every value drawn (for the axis scale)."""
+    x, grid = _grid(rows, key, q)
+    band = seed_band(grid)
+    ax.plot(
+        x,
+        band.center,
+        color=color,
+        marker=marker if x.size <= MAX_MARKED_POINTS else None,
+        label=label,
+        zorder=3,
+    )
+    if (band.high > band.low).any():
+        ax.fill_between(x, band.low, band.high, color=color, alpha=0.2, linewidth=0, zorder=2)
+    return np.r_[band.center, band.low, band.high]
+
+
+def _integer_ticks(ax: Any) -> None:
+    """Tasks and epochs are integers: no 2.5 on the x-axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _set_log(ax: Any, values: np.ndarray, axis: str = "y") -> bool:
+    log = use_log(values)
+    if log:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    return log
+
+
+def _band_legend(fig: Any, n_seeds: int, entries: list[tuple[str, str, str]]) -> None:
+    """One legend under the figure: ``entries`` (label, colour, marker) titled with the band's meaning."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker=m, label=lab) for lab, c, m in entries]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=max(len(handles), 1),
+        title=f"IQM over {n_seeds} seed{'s' if n_seeds != 1 else ''}; {band_label([n_seeds])}",
+    )
+
+
+def _pick_row(corrs: list[CorrelationRow], phase: str, x: str, scope_prefix: str) -> CorrelationRow | None:
+    """The pooled row of a phase (several seeds), else the single seed's row."""
+    rows = [c for c in corrs if c.phase == phase and c.x == x]
+    return next((c for c in rows if c.scope.startswith(scope_prefix)), rows[0] if rows else None)
+
+
+def _scatter(
+    fig: Any,
+    ax: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    color_by: np.ndarray,
+    cbar_label: str,
+    row: CorrelationRow | None,
 ) -> None:
-    x, mean, lo, hi = _band(rows, key, q)
-    ax.plot(x, mean, color=color, label=label)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-
-
-def _log_if_wide(ax: Any, values: np.ndarray) -> None:
-    v = values[np.isfinite(values)]
-    if v.size and (v > 0).all() and v.max() / v.min() > 30:
-        ax.set_yscale("log")
-
-
-def _scatter_fit(
-    ax: Any, x: np.ndarray, y: np.ndarray, color_by: np.ndarray, cbar_label: str, fig: Any
-) -> None:
+    """Points coloured by ``color_by`` (viridis), a log x-axis when ``x`` spans 30×, and the r of ``row``
+    (a row of correlations.csv); the least-squares line only on a linear x-axis (it is a line in x)."""
     keep = np.isfinite(x) & np.isfinite(y)
-    sc = ax.scatter(x[keep], y[keep], c=color_by[keep], s=14, cmap="viridis", alpha=0.85)
-    fig.colorbar(sc, ax=ax, label=cbar_label)
-    r = pearson(x, y)
-    if keep.sum() >= 2 and np.ptp(x[keep]) > 0:
+    xlog = _set_log(ax, x[keep], "x")
+    if xlog:
+        keep &= x > 0
+    sc = ax.scatter(
+        x[keep], y[keep], c=color_by[keep], s=12, cmap="viridis", alpha=0.85, linewidths=0, zorder=3
+    )
+    from matplotlib.ticker import MaxNLocator
+
+    cbar = fig.colorbar(sc, ax=ax, label=cbar_label, pad=0.02)
+    cbar.locator = MaxNLocator(integer=True)
+    cbar.update_ticks()
+    if row is None or not row.pearson.ok:
+        text = f"r n/a ({row.pearson.reason})" if row is not None else "r n/a"
+    elif row.pearson.n < MIN_CORRELATION_N:
+        text = f"n = {row.pearson.n} < {MIN_CORRELATION_N}: r in correlations.csv only"
+    else:
+        text = f"{row.scope}, {row.phase}: Pearson r = {row.pearson.format()}, n = {row.pearson.n}"
+    if not xlog and keep.sum() >= 2 and np.ptp(x[keep]) > 0:
         slope, icept = np.polyfit(x[keep], y[keep], 1)
         xl = np.linspace(x[keep].min(), x[keep].max(), 50)
         ax.plot(
-            xl, slope * xl + icept, "k--", linewidth=1, label=f"least-squares fit, Pearson r = {r.format()}"
+            xl, slope * xl + icept, color="0.2", linestyle="--", linewidth=0.9, label="least-squares line"
         )
-        ax.legend(fontsize=8)
+        ax.legend(loc="best")
+    ax.set_title(text, fontsize=7)
 
 
-def _plots_continual(out: Path, rows: list[dict[str, Any]]) -> list[str]:
+def _plots_continual(out: Path, rows: list[dict[str, Any]], corrs: list[CorrelationRow]) -> list[str]:
     import matplotlib.pyplot as plt
 
     n_seeds = len({int(r["seed"]) for r in rows})
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
-    _plot_band(axes[0], rows, "task", "online_acc", "C0")
-    axes[0].set_ylabel("online accuracy")
-    _plot_band(axes[1], rows, "task", "nc1", "C3")
-    _log_if_wide(axes[1], _col(rows, "nc1"))
-    axes[1].set_ylabel("NC1 (end of task)")
-    axes[1].set_xlabel("task")
-    axes[0].set_title(f"Permuted digits: online accuracy and NC1 per task (mean ± 95% CI, {n_seeds} seeds)")
-    fig.tight_layout()
-    save_png(fig, out / "accuracy_nc1.png")
-    plt.close(fig)
+    files = []
+    with paper_style():
+        fig, axes = plt.subplots(2, 1, figsize=(ONE_COLUMN, 3.6), sharex=True, layout="constrained")
+        _plot_band(axes[0], rows, "task", "online_acc", PALETTE[0])
+        axes[0].set_title(metric_title("online_acc"))
+        axes[0].set_ylabel(axis_label("online_acc"))
+        drawn = _plot_band(axes[1], rows, "task", "nc1", PALETTE[1], marker="s")
+        axes[1].set_title(f"{metric_title('nc1')} at the end of the task")
+        axes[1].set_ylabel(axis_label("nc1", _set_log(axes[1], drawn)))
+        axes[1].set_xlabel("task")
+        _integer_ticks(axes[1])
+        _band_legend(fig, n_seeds, [("online accuracy", PALETTE[0], "o"), ("NC1", PALETTE[1], "s")])
+        files += save_figure(fig, out / "accuracy_nc1.png")
+        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    _scatter_fit(ax, _col(rows, "nc1"), _col(rows, "online_acc"), _col(rows, "task"), "task", fig)
-    ax.set_xlabel("NC1 at the end of the task")
-    ax.set_ylabel("online accuracy of the task")
-    ax.set_title("Accuracy vs NC1: one point per (seed, task)")
-    save_png(fig, out / "acc_vs_nc1.png")
-    plt.close(fig)
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN + 0.5, 2.9), layout="constrained")
+        _scatter(
+            fig,
+            ax,
+            _col(rows, "nc1"),
+            _col(rows, "online_acc"),
+            _col(rows, "task"),
+            "task",
+            _pick_row(corrs, "all tasks", "nc1", "pooled"),
+        )
+        ax.set_xlabel(
+            f"{metric_title('nc1')} at the end of the task ({axis_label('nc1', ax.get_xscale() == 'log')})"
+        )
+        ax.set_ylabel(f"{metric_title('online_acc')} ({axis_label('online_acc')})")
+        files += save_figure(fig, out / "acc_vs_nc1.png")
+        plt.close(fig)
 
-    fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), sharex=True)
-    for ax, q in zip(axes.ravel(), PLOT_METRICS, strict=True):
-        _plot_band(ax, rows, "task", q, "C2")
-        ax.set_title(q, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in axes[1]:
-        ax.set_xlabel("task", fontsize=8)
-    fig.tight_layout()
-    save_png(fig, out / "metrics.png")
-    plt.close(fig)
-    return ["accuracy_nc1.png", "acc_vs_nc1.png", "metrics.png"]
+        fig, axes = plt.subplots(2, 3, figsize=(TWO_COLUMN, 3.7), sharex=True, layout="constrained")
+        for ax, q in zip(axes.ravel(), PLOT_METRICS, strict=True):
+            drawn = _plot_band(ax, rows, "task", q, PALETTE[2], marker="D")
+            ax.set_title(metric_title(q))
+            ax.set_ylabel(axis_label(q, _set_log(ax, drawn)))
+        for ax in axes[1]:
+            ax.set_xlabel("task")
+            _integer_ticks(ax)
+        _band_legend(fig, n_seeds, [("IQM over seeds", PALETTE[2], "D")])
+        files += save_figure(fig, out / "metrics.png")
+        plt.close(fig)
+    return [f.name for f in files]
 
 
-def _plots_warm(out: Path, rows: list[dict[str, Any]], early_epochs: int) -> list[str]:
+def _plots_warm(
+    out: Path, rows: list[dict[str, Any]], early_epochs: int, corrs: list[CorrelationRow]
+) -> list[str]:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    _plot_band(ax, rows, "epoch", "final_test_acc", "C0", "final test accuracy (after fine-tuning)")
-    _plot_band(ax, rows, "epoch", "warmup_test_acc", "C1", "test accuracy at the checkpoint")
-    ax.set_xlabel("warm-up epoch of the checkpoint")
-    ax.set_ylabel("test accuracy")
-    ax.axvline(early_epochs, color="0.6", linestyle=":", linewidth=1)
-    ax2 = ax.twinx()
-    _plot_band(ax2, rows, "epoch", "nc1", "C3", "NC1 at the checkpoint (right axis)")
-    _log_if_wide(ax2, _col(rows, "nc1"))
-    ax2.set_ylabel("NC1 (warm-up data)", color="C3")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
-    ax.set_title("Warm start: final accuracy vs checkpoint epoch (mean ± 95% CI over seeds)")
-    save_png(fig, out / "final_acc_vs_epoch.png")
-    plt.close(fig)
+    n_seeds = len({int(r["seed"]) for r in rows})
+    files = []
+    with paper_style():
+        fig, axes = plt.subplots(2, 1, figsize=(ONE_COLUMN + 0.4, 3.8), sharex=True, layout="constrained")
+        _plot_band(axes[0], rows, "epoch", "final_test_acc", PALETTE[0], "o")
+        _plot_band(axes[0], rows, "epoch", "warmup_test_acc", PALETTE[1], "s")
+        axes[0].set_title("Test accuracy per warm-up checkpoint")
+        axes[0].set_ylabel(axis_label("final_test_acc"))
+        drawn = _plot_band(axes[1], rows, "epoch", "nc1", PALETTE[2], "^")
+        axes[1].set_title(f"{metric_title('nc1')} at the checkpoint (warm-up data)")
+        axes[1].set_ylabel(axis_label("nc1", _set_log(axes[1], drawn)))
+        axes[1].set_xlabel("warm-up epoch of the checkpoint")
+        _integer_ticks(axes[1])
+        for ax in axes:
+            ax.axvline(early_epochs, color="0.5", linestyle=":", linewidth=0.8)
+        axes[0].text(
+            early_epochs,
+            0.03,
+            " early | late ",
+            transform=axes[0].get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+        )
+        _band_legend(
+            fig,
+            n_seeds,
+            [
+                ("final (after fine-tuning)", PALETTE[0], "o"),
+                ("at the checkpoint", PALETTE[1], "s"),
+            ],
+        )
+        files += save_figure(fig, out / "final_acc_vs_epoch.png")
+        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    _scatter_fit(
-        ax, _col(rows, "nc1"), _col(rows, "final_test_acc"), _col(rows, "epoch"), "checkpoint epoch", fig
-    )
-    ax.set_xlabel("NC1 at the checkpoint (warm-up data)")
-    ax.set_ylabel("final test accuracy")
-    ax.set_title("Warm start: final accuracy vs NC1, one point per (seed, checkpoint)")
-    save_png(fig, out / "final_acc_vs_nc1.png")
-    plt.close(fig)
-    return ["final_acc_vs_epoch.png", "final_acc_vs_nc1.png"]
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN + 0.5, 2.9), layout="constrained")
+        _scatter(
+            fig,
+            ax,
+            _col(rows, "nc1"),
+            _col(rows, "final_test_acc"),
+            _col(rows, "epoch"),
+            "checkpoint epoch",
+            _pick_row(corrs, "all checkpoints", "nc1", "pooled"),
+        )
+        ax.set_xlabel(
+            f"{metric_title('nc1')} at the checkpoint ({axis_label('nc1', ax.get_xscale() == 'log')})"
+        )
+        ax.set_ylabel(f"{metric_title('final_test_acc')} ({axis_label('final_test_acc')})")
+        files += save_figure(fig, out / "final_acc_vs_nc1.png")
+        plt.close(fig)
+    return [f.name for f in files]
 
 
 # ------------------------------------------------------------------------------------ writing
 def _corr_table(rows: list[CorrelationRow]) -> list[str]:
-    return markdown_table(
+    shown = [c for c in rows if c.shown()]
+    md = markdown_table(
         ["scope", "phase", "x", "y", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]"],
         [
             [c.scope, c.phase, c.x, c.y, str(c.pearson.n), c.pearson.format(), c.spearman.format()]
-            for c in rows
+            for c in shown
         ],
     )
+    hidden = len(rows) - len(shown)
+    if hidden:
+        md += [
+            "",
+            f"{hidden} of {len(rows)} rows have fewer than {MIN_CORRELATION_N} points or could not be computed: "
+            "they are in `correlations.csv`, with the reason in `note`.",
+        ]
+    return md
+
+
+def _estimate_table(cells: list[Cell], first: str, groups: list[str], quantities: list[str]) -> list[str]:
+    """Rows per group (task / epoch) and ``all``: seeds, seed × <group> and each quantity's estimate."""
+    lookup = {(c.task, c.quantity): c for c in cells}
+    columns = {q: format_cells([lookup.get((g, q)) for g in groups]) for q in quantities}
+    rows = []
+    for i, g in enumerate(groups):
+        c = next((lookup[(g, q)] for q in quantities if (g, q) in lookup), None)
+        counts = (
+            [str(c.seeds) if c else "0", str(c.n) if c else "0"]
+            if g == "all"
+            else [str(c.n) if c else "0", "–"]
+        )
+        rows.append([g, *counts, *(columns[q][i] for q in quantities)])
+    return markdown_table([first, "seeds", f"seed × {first}", *quantities], rows)
 
 
 def write_report(
     out: Path, cfg: SupervisedConfig, rows: list[dict[str, Any]], info: dict[str, Any]
 ) -> list[str]:
-    """Write summary.csv, correlations.csv, report.md and the PNGs for finished ``rows``.
+    """Write summary.csv, correlations.csv, report.md and the figures (PNG + PDF) for finished ``rows``.
 
     Returns:
         The names of the files written.
@@ -404,16 +554,13 @@ def write_report(
         if continual
         else warm_start_correlations(rows, cfg.warm_start.early_epochs)
     )
-    atomic_write_text(
-        out / "summary.csv",
-        csv_text(
-            SUMMARY_COLUMNS,
-            [[c.method, c.task, c.quantity, c.n, c.mean, c.iqm, c.ci_low, c.ci_high] for c in cells],
-        ),
-    )
+    atomic_write_text(out / "summary.csv", csv_text(SUMMARY_COLUMNS, [c.as_csv() for c in cells]))
     atomic_write_text(out / "correlations.csv", csv_text(CORRELATION_COLUMNS, [c.as_csv() for c in corrs]))
-    plots = _plots_continual(out, rows) if continual else _plots_warm(out, rows, cfg.warm_start.early_epochs)
-    lookup = {(c.task, c.quantity): c for c in cells}
+    plots = (
+        _plots_continual(out, rows, corrs)
+        if continual
+        else _plots_warm(out, rows, cfg.warm_start.early_epochs, corrs)
+    )
     seeds = sorted({int(r["seed"]) for r in rows})
     md = [
         f"# Supervised track report ({cfg.mode})",
@@ -421,8 +568,10 @@ def write_report(
         f"Seeds {', '.join(map(str, seeds))}; training took {info['train_seconds']:.1f} s "
         f"({', '.join(f'seed {s}: {v:.1f} s' for s, v in info['seconds_per_seed'].items())}).",
         "",
-        "Config (resolved): `config.yaml`. Values are IQM over seeds [95% bootstrap CI]; row `all` pools "
-        "every (seed, row) with the bootstrap stratified by row.",
+        "Config (resolved): `config.yaml`. Values are IQM over seeds; row `all` pools every (seed, "
+        f"{key}) value (its count in column `seed × {key}`) with the bootstrap stratified by {key}.",
+        "",
+        INTERVAL_LEGEND,
         "",
     ]
     if continual:
@@ -437,16 +586,13 @@ def write_report(
             "training set after the task.",
             "",
         ]
-        md += markdown_table(
-            ["task", *main],
-            [[str(g)] + [lookup[(str(g), q)].fmt() for q in main] for g in [*shown, "all"]],  # type: ignore[list-item]
-        )
+        md += _estimate_table(cells, "task", [*map(str, shown), "all"], main)
         md += ["", "## Accuracy vs NC1 across tasks", ""]
         md += [
             "Pearson r [Fisher-z 95% CI], Spearman ρ [bootstrap 95% CI]. `seed s`: one point per task of "
             "that seed; `pooled`: one point per (seed, task); `seed-mean curve`: the per-task means over "
             "seeds (closest to the paper's single curve). The paper: r(accuracy, NC1) ≈ −0.945 over 140 "
-            "permuted-MNIST tasks.",
+            "permuted-MNIST tasks. The r on `acc_vs_nc1.png` is the pooled (else seed) row of phase `all tasks`.",
             "",
         ]
     else:
@@ -461,26 +607,28 @@ def write_report(
             "checkpoint on the whole training split.",
             "",
         ]
-        md += markdown_table(
-            ["epoch", *main],
-            [[str(g)] + [lookup[(str(g), q)].fmt() for q in main] for g in [*groups, "all"]],  # type: ignore[list-item]
-        )
+        md += _estimate_table(cells, "epoch", [*map(str, groups), "all"], main)
         md += ["", "## Final test accuracy vs NC1 at the checkpoint", ""]
         md += [
             "The paper (ResNet-18, CIFAR-10): r ≈ +0.91 over the first 100 warm-up epochs, fading to ≈ 0 "
-            "later. Rows with x = epoch show the plain warm-start trend.",
+            "later. Rows with x = epoch show the plain warm-start trend. The r on `final_acc_vs_nc1.png` is "
+            "the pooled (else seed) row of phase `all checkpoints`.",
             "",
         ]
     md += _corr_table(corrs)
     md += ["", "## Plots", ""]
-    md += [f"![{p}]({p})" for p in plots]
+    pngs = [p for p in plots if p.endswith(".png")]
+    md += [f"![{p}]({p})" for p in pngs]
+    md += ["", "Vector versions: " + ", ".join(f"`{p}`" for p in plots if not p.endswith(".png")) + "."]
     rate = info.get("sgd_samples_per_s")
     md += [
         "",
         "Files: `config.yaml`, `run.json` (timings), "
         + ("`tasks.csv`" if continual else "`checkpoints.csv`")
         + ", `summary.csv`, `correlations.csv`."
-        + (f" Training speed: {format_number(rate, 4)} SGD samples/s including metrics." if rate else ""),
+        + (
+            f" Training speed: {column_format([rate])(rate)} SGD samples/s including metrics." if rate else ""
+        ),
         "",
     ]
     atomic_write_text(out / "report.md", "\n".join(md))
