@@ -71,6 +71,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where CUDA is available)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -79,6 +80,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
+    """``folder/ckpt-<step, 12 digits>.pkl``: names sort by step."""
     return folder / f"ckpt-{step:012d}.pkl"
 
 

@@ -17,7 +17,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit code 2 like every other bad input."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+        # main() prints "rlplast: error: ..."; name the sub-command only ("train: ...").
+        command = self.prog.removeprefix("rlplast").strip()
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def _add_common_overrides(p: argparse.ArgumentParser) -> None:
@@ -32,7 +34,10 @@ def _add_common_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rlplast import __version__
+
     parser = _Parser(prog="rlplast", description="Reinforcement-learning plasticity testbed.")
+    parser.add_argument("--version", action="version", version=f"rlplast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one PlasticDQN run from a YAML config")
@@ -42,12 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue RUN_DIR from its latest valid checkpoint (its own config.yaml is used)",
     )
+    p.add_argument(
+        "--total-steps",
+        type=int,
+        metavar="N",
+        help="with --resume: train RUN_DIR, finished or not, up to N env steps in all",
+    )
     _add_common_overrides(p)
     p.add_argument(
         "--method",
         help="a method overlay merged onto CONFIG: NAME (methods/NAME.yaml beside CONFIG) or a .yaml path",
     )
-    p.add_argument("--out", help="run directory (default: output.dir/<config stem>[-<method>]-s<seed>)")
+    p.add_argument(
+        "--out", help="the run directory itself (default: output.dir/<config stem>[-<method>]-s<seed>)"
+    )
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shortcut for --set train.device=…")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -126,7 +139,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         ]
         if given:
             raise UserError(f"--resume continues a run with its own config; drop {', '.join(given)}")
-        return _report_done(resume_training(args.resume, quiet=args.quiet), Path(args.resume))
+        summary = resume_training(args.resume, quiet=args.quiet, total_steps=args.total_steps)
+        return _report_done(summary, Path(args.resume))
+    if args.total_steps is not None:
+        raise UserError(
+            "--total-steps continues a run: use it with --resume RUN_DIR "
+            f"(for a new run: --set train.total_steps={args.total_steps})"
+        )
     if not args.config:
         raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
     overlays = []
@@ -223,10 +242,23 @@ COMMANDS = {
 }
 
 
+def _check_set_values(argv: Sequence[str]) -> None:
+    """``--set KEY VALUE`` (a space for the ``=``) would be misread by argparse: say what to write."""
+    for i, arg in enumerate(argv[:-2]):
+        key, value = argv[i + 1], argv[i + 2]
+        if arg == "--set" and "=" not in key and not key.startswith("-") and not value.startswith("--"):
+            raise UserError(f"--set takes KEY=VALUE with '=': write --set {key}={value}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlplast`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        _check_set_values(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return exc.code if isinstance(exc.code, int) else 0
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"rlplast: error: {exc}", file=sys.stderr)

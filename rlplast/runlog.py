@@ -3,8 +3,8 @@
 ``metrics.csv`` has one row per logging step. Its first columns are fixed (:data:`BASE_COLUMNS`);
 the columns that follow are the other logged keys (collapse/…, plasticity/…, intervention keys)
 in sorted order. A key seen for the first time adds a column: the file is rewritten atomically with
-the wider header and earlier rows get empty cells. Rows where a quantity was not computed (metrics
-run every ``metrics.every_steps``) have an empty cell.
+the wider header and earlier rows get empty cells. A value of ``None`` (a quantity not computed at
+that step) is an empty cell; NaN (computed, but undefined) is ``nan``.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ class RunLogger:
     Args:
         run_dir: the run directory.
         tensorboard: also write TensorBoard event files under ``run_dir/tb``.
-        resume_step: continue an existing run from this step: rows after it (written after the
-            checkpoint the run resumes from) are dropped from metrics.csv, and TensorBoard is told
-            to purge its points after it, so no row is duplicated or missing.
+        resume_step: continue an existing run after its row of this step (the last logging row
+            of the checkpoint the run resumes from): later rows are dropped from metrics.csv, and
+            TensorBoard is told to purge its points after it, so no row is duplicated or missing.
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:

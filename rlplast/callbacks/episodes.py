@@ -25,6 +25,7 @@ class TaskSwitches(RunCallback):
     model: PlasticDQN
 
     def on_task_switch(self, task_id: int) -> None:
+        """Pass the switch to the agent (:meth:`~rlplast.agents.PlasticDQN.notify_task_switch`)."""
         self.model.notify_task_switch(task_id)
 
 
@@ -56,6 +57,7 @@ class EpisodeLog(RunCallback):
             append_line(self.path, EPISODES_HEADER)
 
     def on_episode_end(self, step: int, episode_return: float, length: int) -> None:
+        """Record an episode that ended at env step ``step`` (its task: the step record's)."""
         task = self.record.task_id
         if task is None:
             task = 0

@@ -32,6 +32,7 @@ class NonFiniteGuard(RunCallback):
         self.stop = stop
 
     def on_row(self, step: int, previous_step: int, row: dict[str, Any]) -> None:
+        """Check the row of ``step`` and the parameters; report (and request a stop) if not finite."""
         # An empty (None) loss or norm: no update since the previous row, nothing to check.
         bad = {
             k: row[k]

@@ -115,6 +115,7 @@ class Metrics(RunCallback):
             self.probe.snapshot_init(self.model)
 
     def on_row(self, step: int, previous_step: int, row: dict[str, Any]) -> None:
+        """Add the metric columns when the rows since ``previous_step`` crossed a multiple of ``every_steps``."""
         if step // self.every > previous_step // self.every:
             every = self.probe.probe_every
             with_probe = step // every > previous_step // every

@@ -33,6 +33,7 @@ class Progress(RunCallback):
         self.bar = tqdm(total=self.total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1)
 
     def on_row(self, step: int, previous_step: int, row: dict[str, Any]) -> None:
+        """Move the bar to ``step`` (at most its total) and show the row's mean return and task."""
         if self.bar is None:
             return
         self.bar.update(min(step, self.total) - self.bar.n)

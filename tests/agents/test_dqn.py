@@ -236,3 +236,56 @@ def test_sb3_logger_gets_the_same_train_loss_as_sb3():
     assert [step for step, _ in ours] == [step for step, _ in ref]
     for (_, a), (_, b) in zip(ref, ours, strict=True):
         assert b == pytest.approx(a, rel=1e-6)
+
+
+def test_public_accessors_read_the_agent():
+    model = PlasticDQN("MlpPolicy", "CartPole-v1", seed=3, stats_window_size=7, **KW).learn(300)
+    assert model.n_updates == model._n_updates > 0
+    assert model.stats_window_size == 7
+    buffer = model.replay_buffer
+    assert model.replay_size() == buffer.size() == 300
+    idx = np.array([0, 5, 299, 5])
+    obs, actions = model.replay_states(idx)
+    assert obs.device == model.device and actions.dtype == torch.long and actions.shape == (4,)
+    np.testing.assert_array_equal(obs.numpy(), buffer.observations[idx, 0])
+    np.testing.assert_array_equal(actions.numpy(), buffer.actions[idx, 0].reshape(-1))
+    obs[:] = 1e6  # a copy: the buffer is untouched
+    assert float(np.abs(buffer.observations[idx, 0]).max()) < 1e6
+
+
+def test_replay_states_of_dict_observations():
+    from stable_baselines3.common.envs import SimpleMultiObsEnv
+
+    model = PlasticDQN(
+        "MultiInputPolicy", SimpleMultiObsEnv(), seed=0, buffer_size=200, learning_starts=50
+    ).learn(60)
+    obs, actions = model.replay_states(np.arange(10), np.zeros(10, dtype=int))
+    assert set(obs) == set(model.replay_buffer.observations) and actions.shape == (10,)
+    for key, value in obs.items():
+        np.testing.assert_array_equal(value.numpy(), model.replay_buffer.observations[key][:10, 0])
+
+
+def test_schedule_timesteps_keeps_a_continued_run_on_its_original_schedule():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Rates(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def _on_step(self):
+            self.rates.append(self.model.exploration_rate)
+            return True
+
+    def continued(schedule: int | None) -> list[float]:
+        model = PlasticDQN(
+            "MlpPolicy", "CartPole-v1", seed=0, exploration_fraction=1.0, learning_starts=10_000
+        ).learn(200)
+        assert model.exploration_rate == pytest.approx(model.exploration_final_eps)
+        model.schedule_timesteps = schedule
+        rates = Rates()
+        model.learn(200, callback=rates, reset_num_timesteps=False)
+        return rates.rates[1:]  # the rate each step acted with (SB3 updates it after the step)
+
+    assert set(continued(200)) == {0.05}  # past the original budget: the final epsilon
+    assert max(continued(None)) > 0.5  # SB3's default: the schedule spans the new total, epsilon rises

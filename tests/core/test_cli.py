@@ -159,3 +159,73 @@ def test_console_script_reports_without_traceback(tmp_path):
             ]
         )
     )
+
+
+def test_version(capsys):
+    from rlplast import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rlplast {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["train", "CFG", "--set", "agent.gamma", "0.9"], "write --set agent.gamma=0.9"),
+        (["train", "--set", "agent.gamma", "0.9", "CFG"], "write --set agent.gamma=0.9"),
+        (["train", "CFG", "--set", "train.seed", "-1", "--quiet"], "write --set train.seed=-1"),
+        (["compare", "CFG", "--set", "agent.gamma", "0.9"], "write --set agent.gamma=0.9"),
+    ],
+)
+def test_set_with_a_space_for_the_equals_sign_says_what_to_write(tmp_path, capsys, monkeypatch, argv, expect):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(REPO / "configs/cartpole.yaml") if a == "CFG" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rlplast: error: --set takes KEY=VALUE with '=': {expect}"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["bogus"], "rlplast: error: argument command: invalid choice: 'bogus'"),
+        ([], "rlplast: error: the following arguments are required: command"),
+        (["train", "--device", "gpu"], "rlplast: error: train: argument --device: invalid choice: 'gpu'"),
+        (["train", "x.yaml", "--bogus"], "rlplast: error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_have_one_prefix(capsys, argv, expect):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(expect) and err.count("rlplast") == 1, err
+
+
+def test_default_run_dir_names_the_config_method_and_seed_and_out_is_the_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", str(REPO / "configs/cartpole.yaml"), "--method", "reset", "--seed", "3", "--quiet"]
+    for o in [*tiny_overrides(200), "output.tensorboard=false"]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "cartpole-reset-s3" / "summary.json").is_file()
+    assert main([*argv, "--out", "mine"]) == 0
+    assert (tmp_path / "mine" / "summary.json").is_file()  # --out is the run directory itself
+
+
+def test_cells_not_computed_are_empty(tmp_path):
+    # Rows every 5 steps: before the first episode ends and before learning starts (step 100).
+    assert (
+        _train(tmp_path, "run", ["train.log_every_steps=5", "metrics.enabled=true", "metrics.every_steps=50"])
+        == 0
+    )
+    rows = {int(r["step"]): r for r in read_metrics_csv(tmp_path / "run" / "metrics.csv")}
+    first = rows[5]
+    assert first["rollout/episodes"] == "0" and first["rollout/ep_return_mean"] == ""
+    assert first["rollout/ep_len_mean"] == "" and first["train/loss"] == first["train/grad_norm"] == ""
+    assert first["collapse/nc1_taken"] == ""  # metrics run every 50 steps
+    assert rows[50]["collapse/nc1_taken"] != ""
+    assert rows[100]["train/loss"] == "" and rows[100]["train/n_updates"] == "0.0"
+    assert float(rows[105]["train/loss"]) > 0 and float(rows[105]["train/grad_norm"]) > 0
+    assert all("nan" not in (r[k] for k in ("train/loss", "rollout/ep_return_mean")) for r in rows.values())
+    # The comparison can fail: once an episode ended, the mean return is there.
+    assert next(r for r in rows.values() if r["rollout/episodes"] != "0")["rollout/ep_return_mean"] != ""

@@ -178,3 +178,30 @@ def test_nonfinite_loss_checkpoints_and_stops(tmp_path, capsys, nan_intervention
 def test_nonfinite_continue_finishes(tmp_path, nan_intervention):
     summary = run_training(_nan_config("continue"), tmp_path / "nan", quiet=True)
     assert summary["steps"] >= 800
+
+
+def test_checkpoints_naming_classes_at_their_old_place_still_load(tmp_path):
+    """The speed layer moved from rlplast.agents.dqn to rlplast.agents.speed; older checkpoints
+    pickled DeviceMean, the lean buffers and env and the policies under the old module."""
+    import hashlib
+    import pickle
+
+    from rlplast.agents.speed import DeviceMean, LeanReplayBuffer
+    from rlplast.checkpoint import MAGIC, MOVED, read_checkpoint
+
+    stats = DeviceMean()
+    stats.add(torch.tensor(2.0))
+    # Protocol 2 names classes as text ("c<module>\n<name>\n"), so the old names can be written back.
+    data = pickle.dumps({"stats": stats, "buffer_class": LeanReplayBuffer}, protocol=2)
+    data = data.replace(b"rlplast.agents.speed\nDeviceMean\n", b"rlplast.agents.dqn\n_DeviceMean\n")
+    data = data.replace(
+        b"rlplast.agents.speed\nLeanReplayBuffer\n", b"rlplast.agents.dqn\nLeanReplayBuffer\n"
+    )
+    assert b"rlplast.agents.speed" not in data
+    path = tmp_path / "ckpt-000000000001.pkl"
+    path.write_bytes(MAGIC + f" {hashlib.sha256(data).hexdigest()} {len(data)}\n".encode() + data)
+    payload = read_checkpoint(path)
+    assert payload["stats"].pop() == 2.0 and payload["buffer_class"] is LeanReplayBuffer
+    for (module, _), (new_module, new_name) in MOVED.items():
+        assert module == "rlplast.agents.dqn"
+        assert getattr(__import__(new_module, fromlist=[new_name]), new_name)
