@@ -1,7 +1,10 @@
 """Typed run configuration: dataclasses, a strict YAML loader and dotted ``--set`` overrides.
 
-Every field carries a one-line ``help`` and, where it has one, an allowed range or set of choices;
-``docs/configuration.md`` is generated from these (``rlplast config-reference``).
+Every field is declared with :func:`rlplast.fields.config_field` (re-exported here): a one-line
+``help`` and, where it has one, an allowed range or set of choices; values are checked by
+:func:`rlplast.fields.check_value` and ``docs/configuration.md`` is generated from the same fields
+(``rlplast config-reference``). Loading a config imports its ``plugins`` first, then checks every
+intervention spec and metric name against the registries (:func:`load_plugins`, :func:`check_names`).
 
 Example:
     >>> cfg = load_config("configs/cartpole.yaml", overrides=["train.seed=3", "agent.learning_rate=1e-3"])
@@ -11,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import importlib
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,23 +28,44 @@ from typing import Any
 import yaml
 
 from rlplast.errors import UserError, closest
+from rlplast.fields import InvalidValue, check_value, config_field, field_types, reference_row
 
-
-def _f(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with a help line and optional ``min``/``max``/``choices``/``key``."""
-    meta["help"] = help
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
+__all__ = [
+    "AgentConfig",
+    "CheckpointConfig",
+    "Config",
+    "EnvConfig",
+    "MetricsConfig",
+    "OutputConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "build_config",
+    "check_names",
+    "config_field",
+    "config_from_dict",
+    "config_to_dict",
+    "deep_merge",
+    "dump_config",
+    "first_difference",
+    "load_config",
+    "load_plugins",
+    "parse_override",
+    "read_yaml",
+    "reference_markdown",
+]
 
 
 @dataclass
 class EnvConfig:
     """The environment: a Gymnasium id (rlplast's shifting ids or any discrete-action id)."""
 
-    id: str = _f("CartPole-v1", "Gymnasium environment id, e.g. CartPole-v1 or rlplast/PermutedCartPole-v0")
-    kwargs: dict[str, Any] = _f({}, "keyword arguments for gymnasium.make (e.g. steps_per_task, n_tasks)")
-    import_module: str | None = _f(
+    id: str = config_field(
+        "CartPole-v1", "Gymnasium environment id, e.g. CartPole-v1 or rlplast/PermutedCartPole-v0"
+    )
+    kwargs: dict[str, Any] = config_field(
+        {}, "keyword arguments for gymnasium.make (e.g. steps_per_task, n_tasks)"
+    )
+    import_module: str | None = config_field(
         None, "module to import before making the env (registers user envs)", key="import"
     )
 
@@ -49,34 +74,36 @@ class EnvConfig:
 class AgentConfig:
     """DQN hyperparameters under stable-baselines3's own names."""
 
-    policy: str = _f(
+    policy: str = config_field(
         "MlpPolicy",
         "SB3 policy class; CnnPolicy (NatureCNN) needs uint8 images with bounds 0..255, at least 36x36",
         choices=["MlpPolicy", "CnnPolicy"],
     )
-    learning_rate: float = _f(1e-4, "Adam learning rate", min=0.0, exclusive_min=True)
-    buffer_size: int = _f(100_000, "replay buffer capacity (transitions)", min=1)
-    learning_starts: int = _f(1000, "env steps collected before the first update", min=0)
-    batch_size: int = _f(32, "minibatch size of each gradient step", min=1)
-    tau: float = _f(1.0, "target-network soft update coefficient (1 = hard copy)", min=0.0, max=1.0)
-    gamma: float = _f(0.99, "discount factor", min=0.0, max=1.0)
-    train_freq: int = _f(4, "env steps between training calls", min=1)
-    gradient_steps: int = _f(1, "gradient steps per training call", min=1)
-    n_steps: int = _f(1, "n-step returns", min=1)
-    target_update_interval: int = _f(10_000, "env steps between target-network updates", min=1)
-    exploration_fraction: float = _f(0.1, "fraction of training over which epsilon decays", min=0.0, max=1.0)
-    exploration_initial_eps: float = _f(1.0, "initial epsilon", min=0.0, max=1.0)
-    exploration_final_eps: float = _f(0.05, "final epsilon", min=0.0, max=1.0)
-    max_grad_norm: float = _f(10.0, "gradient clipping norm", min=0.0, exclusive_min=True)
-    stats_window_size: int = _f(100, "episodes in the rolling mean return", min=1)
-    net_arch: list[int] = _f([64, 64], "hidden layer sizes of the Q-network MLP head")
-    activation: str = _f("relu", "hidden activation", choices=["relu", "tanh", "elu", "leaky_relu"])
-    features_extractor: str | None = _f(
+    learning_rate: float = config_field(1e-4, "Adam learning rate", min=0.0, exclusive_min=True)
+    buffer_size: int = config_field(100_000, "replay buffer capacity (transitions)", min=1)
+    learning_starts: int = config_field(1000, "env steps collected before the first update", min=0)
+    batch_size: int = config_field(32, "minibatch size of each gradient step", min=1)
+    tau: float = config_field(1.0, "target-network soft update coefficient (1 = hard copy)", min=0.0, max=1.0)
+    gamma: float = config_field(0.99, "discount factor", min=0.0, max=1.0)
+    train_freq: int = config_field(4, "env steps between training calls", min=1)
+    gradient_steps: int = config_field(1, "gradient steps per training call", min=1)
+    n_steps: int = config_field(1, "n-step returns", min=1)
+    target_update_interval: int = config_field(10_000, "env steps between target-network updates", min=1)
+    exploration_fraction: float = config_field(
+        0.1, "fraction of training over which epsilon decays", min=0.0, max=1.0
+    )
+    exploration_initial_eps: float = config_field(1.0, "initial epsilon", min=0.0, max=1.0)
+    exploration_final_eps: float = config_field(0.05, "final epsilon", min=0.0, max=1.0)
+    max_grad_norm: float = config_field(10.0, "gradient clipping norm", min=0.0, exclusive_min=True)
+    stats_window_size: int = config_field(100, "episodes in the rolling mean return", min=1)
+    net_arch: list[int] = config_field([64, 64], "hidden layer sizes of the Q-network MLP head")
+    activation: str = config_field("relu", "hidden activation", choices=["relu", "tanh", "elu", "leaky_relu"])
+    features_extractor: str | None = config_field(
         None,
         "features extractor: null (SB3 default) or minatar_cnn (channel-first grids such as MinAtar's)",
         choices=[None, "minatar_cnn"],
     )
-    optimizer_impl: str = _f(
+    optimizer_impl: str = config_field(
         "foreach",
         "Adam kernels: foreach (multi-tensor; the same updates as SB3's default, bit for bit) or "
         "fused (one fused kernel per step; faster, updates differ from SB3's in the last bits)",
@@ -88,15 +115,17 @@ class AgentConfig:
 class TrainConfig:
     """The training budget and run-wide settings."""
 
-    total_steps: int = _f(50_000, "environment steps to train for", min=1)
-    seed: int = _f(0, "random seed (Python, NumPy, torch, env)", min=0)
-    device: str = _f("auto", "torch device", choices=["auto", "cpu", "cuda"])
-    log_every_steps: int = _f(1000, "env steps between rows of metrics.csv / TensorBoard points", min=1)
-    torch_threads: int = _f(
+    total_steps: int = config_field(50_000, "environment steps to train for", min=1)
+    seed: int = config_field(0, "random seed (Python, NumPy, torch, env)", min=0)
+    device: str = config_field("auto", "torch device", choices=["auto", "cpu", "cuda"])
+    log_every_steps: int = config_field(
+        1000, "env steps between rows of metrics.csv / TensorBoard points", min=1
+    )
+    torch_threads: int = config_field(
         1, "CPU threads of torch and NumPy's BLAS (0 = their defaults); 1 is fastest for small nets", min=0
     )
-    progress: bool = _f(True, "show a progress bar (only on a terminal)")
-    on_nonfinite: str = _f(
+    progress: bool = config_field(True, "show a progress bar (only on a terminal)")
+    on_nonfinite: str = config_field(
         "stop",
         "a non-finite loss, gradient norm or parameter: checkpoint and stop, or log it and continue",
         choices=["stop", "continue"],
@@ -107,21 +136,21 @@ class TrainConfig:
 class MetricsConfig:
     """Neural-collapse and plasticity metrics computed during training."""
 
-    enabled: bool = _f(True, "compute metrics during training")
-    every_steps: int = _f(
+    enabled: bool = config_field(True, "compute metrics during training")
+    every_steps: int = config_field(
         5000, "env steps between metric computations (a multiple of log_every_steps)", min=1
     )
-    probe_size: int = _f(2048, "replay states drawn for each metric computation", min=2)
-    names: list[str] = _f(["all"], "metric names to compute (see docs/metrics.md), or [all]")
-    n_min: int = _f(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
-    nc_global_mean: str = _f(
+    probe_size: int = config_field(2048, "replay states drawn for each metric computation", min=2)
+    names: list[str] = config_field(["all"], "metric names to compute (see docs/metrics.md), or [all]")
+    n_min: int = config_field(20, "classes (actions) with fewer samples are dropped from NC metrics", min=1)
+    nc_global_mean: str = config_field(
         "classes",
         "global mean of the NC metrics: classes (unweighted mean of the class means) or samples "
         "(sample mean, as in the paper's code; see docs/metrics.md)",
         choices=["classes", "samples"],
     )
-    probe_steps: int = _f(500, "gradient steps of the probe-plasticity fit", min=1)
-    probe_every_steps: int = _f(
+    probe_steps: int = config_field(500, "gradient steps of the probe-plasticity fit", min=1)
+    probe_every_steps: int = config_field(
         25_000,
         "env steps between probe-plasticity fits, the one costly metric (a multiple of every_steps)",
         min=1,
@@ -132,42 +161,51 @@ class MetricsConfig:
 class CheckpointConfig:
     """Checkpoints for exact resume (``rlplast train --resume RUN_DIR``)."""
 
-    every_steps: int = _f(20_000, "env steps between checkpoints (0 = only on SIGINT/SIGTERM)", min=0)
-    keep: int = _f(2, "newest checkpoints kept on disk", min=1)
+    every_steps: int = config_field(
+        20_000, "env steps between checkpoints (0 = only on SIGINT/SIGTERM)", min=0
+    )
+    keep: int = config_field(2, "newest checkpoints kept on disk", min=1)
 
 
 @dataclass
 class OutputConfig:
     """Where a run writes its files."""
 
-    dir: str = _f("runs", "parent folder of run directories")
-    name: str | None = _f(
+    dir: str = config_field("runs", "parent folder of run directories")
+    name: str | None = config_field(
         None, "run directory name inside output.dir, no path separators (default: <config stem>-s<seed>)"
     )
-    tensorboard: bool = _f(True, "write TensorBoard event files")
-    save_model: bool = _f(True, "write model.zip at the end")
+    tensorboard: bool = config_field(True, "write TensorBoard event files")
+    save_model: bool = config_field(True, "write model.zip at the end")
 
 
 @dataclass
 class Config:
-    """A whole run: env, agent, training, metrics, interventions and output."""
+    """A whole run: plugins, env, agent, training, metrics, interventions and output."""
 
+    plugins: list[str] = config_field(
+        [],
+        "modules imported first, when the config loads; their imports register your own envs, "
+        "interventions and metrics (e.g. [mylab])",
+    )
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "environment"})
     agent: AgentConfig = field(default_factory=AgentConfig, metadata={"help": "DQN hyperparameters"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training budget"})
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"help": "metrics"})
-    interventions: list[dict[str, Any]] = _f(
-        [], "interventions, e.g. [{name: reset_last_layers, every_steps: 20000}]"
+    interventions: list[dict[str, Any]] = config_field(
+        [],
+        "interventions, e.g. [{name: reset_last_layers, every_steps: 20000}]; parameters: "
+        "docs/interventions.md",
     )
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "output"})
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, with YAML key names (``env.import``)."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
 
-# ---------------------------------------------------------------------------------------- loading
+# ---------------------------------------------------------------------------------------- checking
 def _key(f: dataclasses.Field) -> str:
     return f.metadata.get("key", f.name)
 
@@ -176,103 +214,31 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {_key(f): f for f in dataclasses.fields(cls)}
 
 
-def _to_dict(obj: Any) -> Any:
+def config_to_dict(obj: Any) -> Any:
+    """A dataclass (nested ones included) as plain data under its YAML key names; other values copied."""
     if dataclasses.is_dataclass(obj):
-        return {_key(f): _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {_key(f): config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return copy.deepcopy(obj)
 
 
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+def build_config(cls: type, data: Any, path: str = "") -> Any:
+    """Build the dataclass ``cls`` from plain data, checking every key and value against its fields.
 
+    Nested dataclass fields are built recursively; every other field goes through
+    :func:`check_value` with its metadata.
 
-def _check(path: str, tp: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; return the (coerced) value or raise UserError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(path, arg, value)
-            except UserError as exc:
-                errors.append(exc)
-        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"{path}: expected a list of {_type_name(typing.get_args(tp)[0])}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_check(f"{path}[{i}]", item, v) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{path}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            return int(value)  # 1e5 in YAML
-        if isinstance(value, str):
-            try:
-                as_float = float(value)
-            except ValueError:
-                pass
-            else:
-                if as_float.is_integer():
-                    return int(as_float)
-        raise UserError(f"{path}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            result = float(value)
-        elif isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                result = float(value)
-            except ValueError:
-                raise UserError(f"{path}: expected a number, got {value!r}") from None
-        else:
-            raise UserError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(result):
-            raise UserError(f"{path}: expected a finite number, got {value!r}")
-        return result
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"{path}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported annotation {tp!r} at {path}")
+    Args:
+        cls: A dataclass whose fields are declared with :func:`config_field`.
+        data: A mapping of YAML keys (``import``, not ``import_module``) to values.
+        path: Dotted position of ``data`` in the whole config, for messages (``"agent"``).
 
-
-def _check_range(path: str, f: dataclasses.Field, value: Any) -> None:
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        valid = ", ".join("null" if c is None else str(c) for c in meta["choices"])
-        raise UserError(f"{path}: {value!r} is not allowed; valid: {valid}")
-    if value is None or isinstance(value, (str, bool, list, dict)):
-        return
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
-        op = ">" if meta.get("exclusive_min") else ">="
-        raise UserError(f"{path}: must be {op} {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise UserError(f"{path}: must be <= {hi}, got {value!r}")
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
+    Raises:
+        UserError: Not a mapping, an unknown key (naming the nearest valid one), or a bad value.
+    """
     if not isinstance(data, dict):
         raise UserError(f"{path or 'config'}: expected a mapping of {cls.__name__} keys, got {data!r}")
     fields = _fields(cls)
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
@@ -283,11 +249,12 @@ def _build(cls: type, data: Any, path: str) -> Any:
         f = fields[key]
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(typing.cast(type, tp), value if value is not None else {}, where)
+            kwargs[f.name] = build_config(typing.cast(type, tp), value if value is not None else {}, where)
             continue
-        checked = _check(where, tp, value)
-        _check_range(where, f, checked)
-        kwargs[f.name] = checked
+        try:
+            kwargs[f.name] = check_value(tp, value, f.metadata)
+        except InvalidValue as exc:
+            raise UserError(exc.for_path(where)) from None
     return cls(**kwargs)
 
 
@@ -318,12 +285,60 @@ def _validate(cfg: Config) -> None:
             raise UserError(f"interventions[{i}]: expected a mapping with a 'name', got {spec!r}")
 
 
+def load_plugins(cfg: Config) -> None:
+    """Import the modules that register the config's own names: ``plugins``, then ``env.import``.
+
+    A plugin that cannot be imported, or raises while it is imported, is a :class:`UserError`.
+    ``env.import`` is imported here only so that interventions and metrics it registers are known
+    when the config is checked; if it fails, the error is reported where it always was, when the
+    env is made (a crash there is a run failure, not bad input).
+    """
+    from rlplast.registry import import_plugins
+
+    import_plugins(cfg.plugins)
+    if cfg.env.import_module:
+        with contextlib.suppress(Exception):
+            importlib.import_module(cfg.env.import_module)
+
+
+def check_names(cfg: Config) -> None:
+    """Check every intervention spec and metric name against the registries (after the plugins).
+
+    Intervention specs are built as a run would build them (:func:`rlplast.interventions.build_intervention`:
+    name, parameter names, types and ranges from the field metadata, then the intervention's own
+    checks), so a bad spec is rejected when the config loads, before any env or model exists.
+
+    Raises:
+        UserError: An unknown intervention or metric (the message hints at ``plugins``) or a bad
+            intervention parameter, prefixed with its position (``interventions[1]: …``).
+    """
+    from rlplast.interventions import build_intervention
+
+    for i, spec in enumerate(cfg.interventions):
+        try:
+            build_intervention(spec)
+        except UserError as exc:
+            raise UserError(f"interventions[{i}]: {exc}") from None
+    if cfg.metrics.enabled:
+        from rlplast.metrics import METRICS
+
+        for name in cfg.metrics.names:
+            if name != "all":
+                METRICS.get(name)  # an unknown name: UserError listing the valid ones
+
+
 def config_from_dict(data: Any) -> Config:
-    """Build and validate a :class:`Config` from plain data (as read from YAML)."""
+    """Build and validate a :class:`Config` from plain data (as read from YAML).
+
+    Imports the config's ``plugins`` (and ``env.import``) before it checks intervention and metric
+    names, so names registered by those modules are valid (:func:`load_plugins`, :func:`check_names`).
+    """
     if data is None:
         data = {}
-    cfg = _build(Config, data, "")
+    cfg = build_config(Config, data, "")
     _validate(cfg)
+    load_plugins(cfg)
+    check_names(cfg)
     return cfg
 
 
@@ -447,37 +462,22 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+REFERENCE_HEADER = "| key | type | default | allowed | meaning |\n|---|---|---|---|---|"
+
+
 def reference_markdown() -> str:
     """A Markdown table of every config field: key, type, default, allowed values and help."""
-    lines = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    lines = [REFERENCE_HEADER]
 
     def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         for f in dataclasses.fields(cls):
             key = f"{prefix}{_key(f)}"
             tp = hints[f.name]
             if dataclasses.is_dataclass(tp):
                 walk(typing.cast(type, tp), key + ".")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-            meta = f.metadata
-            allowed = ""
-            if "choices" in meta:
-                allowed = ", ".join("null" if c is None else str(c) for c in meta["choices"])
-            elif "min" in meta or "max" in meta:
-                lo = meta.get("min")
-                op = ">" if meta.get("exclusive_min") else "≥"
-                allowed = " and ".join(
-                    s
-                    for s in (
-                        f"{op} {lo}" if lo is not None else "",
-                        f"≤ {meta['max']}" if "max" in meta else "",
-                    )
-                    if s
-                )
-            shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            shown_type = _type_name(tp).replace(" | ", " or ").replace("None", "null")
-            lines.append(f"| `{key}` | {shown_type} | `{shown}` | {allowed} | {meta.get('help', '')} |")
+            lines.append(reference_row(key, tp, f))
 
     walk(Config, "")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import traceback
 from collections.abc import Iterable
 
 
@@ -53,7 +54,19 @@ def closest(name: str, choices: Iterable[str]) -> str:
     return ""
 
 
-def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
-    """Build the standard 'unknown X' error naming the valid choices."""
+def unknown(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UserError:
+    """Build the standard 'unknown X' error naming the valid choices (and ``hint``, if given)."""
     valid = sorted(choices)
-    return UserError(f"unknown {kind} '{name}'{closest(name, valid)}; valid: {', '.join(valid)}")
+    suffix = f"; {hint}" if hint else ""
+    return UserError(f"unknown {kind} '{name}'{closest(name, valid)}; valid: {', '.join(valid)}{suffix}")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message (file:line)"`` naming where ``exc`` was raised, for one-line errors about user code."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, SyntaxError):
+        return text  # its message already names the file and line
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+    if frames:
+        text += f" ({frames[-1].filename}:{frames[-1].lineno})"
+    return text

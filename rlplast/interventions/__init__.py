@@ -1,7 +1,9 @@
 """Interventions against plasticity loss, composable from config.
 
 Each intervention is one file in this package: a dataclass registered with ``@register("name")``.
-Importing the package imports every module below, so they are all in :data:`INTERVENTIONS`.
+Importing the package imports every module below, so they are all in :data:`INTERVENTIONS`; an
+intervention of your own registers the same way from your module, listed under ``plugins:`` in a
+config (``docs/interventions.md``).
 
 Example:
     >>> from rlplast.interventions import INTERVENTIONS, build_intervention
@@ -18,6 +20,22 @@ from rlplast.interventions import (  # noqa: F401  (imported to register)
     reset_last_layers,
     shrink_perturb,
 )
-from rlplast.interventions.base import INTERVENTIONS, Intervention, build_intervention, register
+from rlplast.interventions.base import (
+    INTERVENTIONS,
+    Intervention,
+    build_intervention,
+    output_layer,
+    parameter_reference,
+    register,
+    sync_parameter_tables,
+)
 
-__all__ = ["INTERVENTIONS", "Intervention", "build_intervention", "register"]
+__all__ = [
+    "INTERVENTIONS",
+    "Intervention",
+    "build_intervention",
+    "output_layer",
+    "parameter_reference",
+    "register",
+    "sync_parameter_tables",
+]

@@ -1,24 +1,43 @@
-"""The intervention interface: three hooks that do nothing by default, plus state for checkpoints.
+"""The intervention interface: four hooks that do nothing by default, plus logging and state.
 
-An intervention is a dataclass whose fields are its config parameters (validated in
-``__post_init__``), registered by name in :data:`INTERVENTIONS`. PlasticDQN calls the hooks:
+An intervention is a dataclass whose fields are its config parameters, registered by name in
+:data:`INTERVENTIONS`. PlasticDQN calls the hooks:
 
-* :meth:`Intervention.setup` once, after the networks and the optimizer exist;
+* :meth:`Intervention.setup` once, after the networks and the optimizer exist (an override must
+  call ``super().setup(model)`` first);
 * :meth:`Intervention.loss` inside every gradient step, with the replay batch and the
   penultimate features and Q-values of the online network's single forward pass;
 * :meth:`Intervention.after_update` after every optimizer step;
-* :meth:`Intervention.on_task_switch` when the environment reports a new ``task_id``.
+* :meth:`Intervention.on_task_switch` when the environment reports a new ``task_id``;
+
+plus :meth:`Intervention.log_values` once per logging step and :meth:`Intervention.state_dict` /
+:meth:`Intervention.load_state_dict` for checkpoints. After ``setup``, :attr:`Intervention.online_net`,
+:attr:`Intervention.target_net`, :attr:`Intervention.last_layer` and :attr:`Intervention.optimizer`
+reach the parts of the agent an intervention changes.
+
+Parameters are checked by :func:`build_intervention` with the checker config sections use
+(:func:`rlplast.fields.check_value`): the annotation gives the type, ``config_field`` metadata
+(``min``/``max``/``choices``) the range, then the dataclass's own ``__post_init__`` runs. The config
+loader builds every listed intervention once, so a bad spec fails when the config loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
 from rlplast.errors import UserError, closest
+from rlplast.fields import (
+    InvalidValue,
+    attribute_docstrings,
+    check_value,
+    field_types,
+    reference_row,
+)
 from rlplast.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,12 +47,29 @@ if TYPE_CHECKING:
 
 
 class Intervention:
-    """Base class. Subclasses are dataclasses; every hook is optional."""
+    """Base class. Subclasses are dataclasses; every hook is optional.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from rlplast.fields import config_field
+        >>> @register("head_noise")
+        ... @dataclass
+        ... class HeadNoise(Intervention):
+        ...     std: float = config_field(1e-3, "noise added to the output layer", min=0.0)
+        ...
+        ...     @torch.no_grad()
+        ...     def after_update(self, n_updates, num_timesteps):
+        ...         self.last_layer.weight.add_(torch.randn_like(self.last_layer.weight), alpha=self.std)
+    """
 
     name: ClassVar[str] = ""
 
+    # ------------------------------------------------------------------------------ hooks
     def setup(self, model: PlasticDQN) -> None:
-        """Called once the model's networks and optimizer exist. Keep references here."""
+        """Called once the model's networks and optimizer exist; keeps ``self.model``.
+
+        An override must call ``super().setup(model)`` first: the helpers below read ``self.model``.
+        """
         self.model = model
 
     def loss(
@@ -65,6 +101,56 @@ class Intervention:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    # ------------------------------------------------------------------------------ helpers
+    def _require_model(self) -> PlasticDQN:
+        model = self.__dict__.get("model")
+        if model is None:
+            raise RuntimeError(
+                f"intervention '{self.name}': the model is not set up yet; the helpers work from setup() "
+                "on, and a setup() override must call super().setup(model) first"
+            )
+        return model
+
+    @property
+    def online_net(self) -> nn.Module:
+        """The online Q-network (``model.q_net``: features extractor + MLP head), the one trained."""
+        return self._require_model().q_net
+
+    @property
+    def target_net(self) -> nn.Module:
+        """The target Q-network (``model.q_net_target``), same structure as :attr:`online_net`."""
+        return self._require_model().q_net_target
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        """The online network's output layer (penultimate features → Q-values)."""
+        return output_layer(self.online_net)
+
+    @property
+    def target_last_layer(self) -> nn.Linear:
+        """The target network's output layer."""
+        return output_layer(self.target_net)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the online network (``model.policy.optimizer``; Adam by default)."""
+        return self._require_model().policy.optimizer
+
+
+def output_layer(q_net: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` of a Q-network (``q_net.q_net[-1]`` for stable-baselines3's QNetwork).
+
+    Raises:
+        ValueError: If the network has no linear layer.
+    """
+    head = getattr(q_net, "q_net", None)
+    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
+        return head[-1]
+    linears = [m for m in q_net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(q_net).__name__} has no nn.Linear layer")
+    return linears[-1]
+
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
 
@@ -80,8 +166,19 @@ def register(name: str):
     return deco
 
 
+def parameter_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The config parameters of an intervention class: its ``init`` dataclass fields, by name."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def build_intervention(spec: dict[str, Any]) -> Intervention:
     """Build an intervention from a config entry such as ``{name: redo, tau: 0.025}``.
+
+    Each parameter is checked against its field (:func:`rlplast.fields.check_value`: the annotation's
+    type, finiteness, and ``min``/``max``/``choices`` metadata), then the dataclass is constructed, which
+    runs its own ``__post_init__`` checks.
 
     Raises:
         UserError: unknown name, unknown parameter or invalid value (messages list valid choices).
@@ -90,17 +187,16 @@ def build_intervention(spec: dict[str, Any]) -> Intervention:
         raise UserError(f"each intervention needs a 'name' key, got {spec!r}")
     params = dict(spec)
     cls = INTERVENTIONS.get(str(params.pop("name")))
-    fields: dict[str, dataclasses.Field] = (
-        {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    )
+    fields = parameter_fields(cls)
     for key in params:
         if key not in fields:
             raise UserError(
-                f"unknown parameter '{key}' for intervention '{cls.name}'{closest(key, fields)}; "
+                f"unknown parameter '{key}' for intervention '{cls.name}'{closest(str(key), fields)}; "
                 f"valid: {', '.join(fields) or '(none)'}"
             )
+    types = field_types(cls) if fields else {}
     for key, value in params.items():
-        params[key] = _coerce(cls.name, key, fields[key].type, value)
+        params[key] = _check_parameter(cls.name, key, types[key], fields[key], value)
     try:
         return cls(**params)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -109,39 +205,56 @@ def build_intervention(spec: dict[str, Any]) -> Intervention:
         raise UserError(f"intervention '{cls.name}': {exc}") from None
 
 
-def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
-    """Check a parameter against its annotation (``int``, ``float``, ``bool``, ``str``, ``None``, unions).
+def _check_parameter(owner: str, key: str, tp: Any, f: dataclasses.Field, value: Any) -> Any:
+    """One parameter through :func:`check_value`, phrased like the interventions' own checks."""
+    try:
+        return check_value(tp, value, f.metadata)
+    except TypeError:
+        return value  # an annotation the checker does not know (e.g. a tuple): the class checks it
+    except InvalidValue as exc:
+        if exc.kind == "range":
+            message = f"{key} must be {exc.expected}, got {exc.value!r}"
+        elif exc.kind == "choice":
+            message = f"{key} must be one of {exc.expected}, got {exc.value!r}"
+        else:
+            expected = exc.expected.replace(" | ", " or ")  # int | None -> int or None
+            message = f"parameter '{key}{exc.where}' must be {expected}, got {exc.value!r}"
+        raise UserError(f"intervention '{owner}': {message}") from None
 
-    Ints are accepted for floats, and YAML's ``1e-4`` (read as a string) is parsed as a float.
-    Numbers must be finite (``.nan`` / ``.inf`` are rejected for every intervention, like config fields).
+
+# ---------------------------------------------------------------------------------- reference
+PARAMETER_HEADER = "| parameter | type | default | allowed | meaning |\n|---|---|---|---|---|"
+
+
+def parameter_reference(name: str) -> str:
+    """The Markdown parameter table of intervention ``name``, generated like ``config-reference``.
+
+    One row per parameter: type (annotation), default, allowed values (``config_field`` metadata)
+    and meaning (the field's ``help``, else its attribute docstring).
     """
-    allowed = str(annotation).replace(" ", "").split("|")
-    simple = {"float", "int", "bool", "str", "None"}
-    if not all(t in simple for t in allowed):
-        return value
-    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
-    for typ in allowed:
-        if typ == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if typ == "float" and is_num:
-            return _finite(owner, key, float(value), value)
-        if typ == "float" and isinstance(value, str):
-            try:
-                as_float = float(value)
-            except ValueError:
-                pass
-            else:
-                return _finite(owner, key, as_float, value)
-        if (typ == "bool" and isinstance(value, bool)) or (typ == "str" and isinstance(value, str)):
-            return value
-        if typ == "None" and value is None:
-            return value
-    raise UserError(
-        f"intervention '{owner}': parameter '{key}' must be {' or '.join(allowed)}, got {value!r}"
-    )
+    cls = INTERVENTIONS.get(name)
+    fields = parameter_fields(cls)
+    if not fields:
+        return "No parameters.\n"
+    types = field_types(cls)
+    docs = attribute_docstrings(cls)
+    rows = [
+        reference_row(key, types[key], f, f.metadata.get("help", docs.get(key, "")))
+        for key, f in fields.items()
+    ]
+    return "\n".join([PARAMETER_HEADER, *rows]) + "\n"
 
 
-def _finite(owner: str, key: str, number: float, value: Any) -> float:
-    if not math.isfinite(number):
-        raise UserError(f"intervention '{owner}': parameter '{key}' must be a finite number, got {value!r}")
-    return number
+_TABLE = re.compile(r"(<!-- parameters: (\w+) -->\n)(.*?)(<!-- /parameters -->)", re.S)
+
+
+def sync_parameter_tables(markdown: str) -> str:
+    """Replace every ``<!-- parameters: NAME -->`` … ``<!-- /parameters -->`` block with the current table.
+
+    ``docs/interventions.md`` holds one block per intervention; a test checks it is current. To
+    regenerate::
+
+        python -c "from pathlib import Path; from rlplast.interventions import sync_parameter_tables as s; \\
+        p = Path('docs/interventions.md'); p.write_text(s(p.read_text()))"
+    """
+    return _TABLE.sub(lambda m: m.group(1) + parameter_reference(m.group(2)) + m.group(4), markdown)

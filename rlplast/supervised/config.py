@@ -19,7 +19,10 @@ from typing import Any
 
 import yaml
 
-from rlplast.config import _build, _f, _to_dict, apply_overrides, deep_merge, read_yaml
+from rlplast.config import apply_overrides, deep_merge, read_yaml
+from rlplast.config import build_config as _build
+from rlplast.config import config_field as _f
+from rlplast.config import config_to_dict as _to_dict
 from rlplast.errors import UserError
 
 __all__ = [

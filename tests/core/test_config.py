@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from rlplast.config import (
     reference_markdown,
 )
 from rlplast.errors import UserError, closest
+from rlplast.fields import InvalidValue, check_value
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,3 +174,172 @@ def test_configuration_doc_is_current():
     """docs/configuration.md embeds `rlplast config-reference`; regenerate it when fields change."""
     doc = (REPO / "docs" / "configuration.md").read_text()
     assert reference_markdown() in doc
+
+
+# ---------------------------------------------------------------------------------- plugins
+PLUGIN = """
+from dataclasses import dataclass
+
+from rlplast.fields import config_field
+from rlplast.interventions import Intervention, register
+from rlplast.metrics.registry import METRICS
+
+
+@register("cfgtest_noop")
+@dataclass
+class Noop(Intervention):
+    level: int = config_field(1, "a level", min=1)
+
+
+@METRICS.register("cfgtest_zero")
+def zero(ctx):
+    return {}
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """A plugin module ``cfgtest_plugin`` on sys.path; its registrations are removed afterwards."""
+    from rlplast.interventions import INTERVENTIONS
+    from rlplast.metrics import METRICS
+
+    (tmp_path / "cfgtest_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cfgtest_plugin", raising=False)
+    yield "cfgtest_plugin"
+    sys.modules.pop("cfgtest_plugin", None)
+    INTERVENTIONS.unregister("cfgtest_noop")
+    METRICS.unregister("cfgtest_zero")
+
+
+def test_plugins_are_imported_when_the_config_loads(plugin):
+    data = {
+        "plugins": [plugin],
+        "interventions": [{"name": "cfgtest_noop", "level": "2"}],
+        "metrics": {"names": ["cfgtest_zero", "collapse"]},
+    }
+    cfg = config_from_dict(data)
+    assert cfg.plugins == [plugin] and plugin in sys.modules
+    assert yaml.safe_load(dump_config(cfg))["plugins"] == [plugin]
+    assert list(cfg.to_dict())[0] == "plugins"  # imported first, listed first
+
+
+def test_a_module_named_in_env_import_registers_names_too(plugin):
+    cfg = config_from_dict({"env": {"import": plugin}, "interventions": [{"name": "cfgtest_noop"}]})
+    assert cfg.env.import_module == plugin
+
+
+def test_names_a_plugin_would_register_are_unknown_without_it():
+    with pytest.raises(UserError) as err:
+        config_from_dict({"interventions": [{"name": "redo"}, {"name": "cfgtest_noop"}]})
+    assert str(err.value).startswith("interventions[1]: unknown intervention 'cfgtest_noop'; valid: ")
+    assert str(err.value).endswith(
+        "; to use your own, list the module that registers it under plugins in the config"
+    )
+    with pytest.raises(UserError, match=r"^unknown metric 'cfgtest_zero'.*under plugins in the config$"):
+        config_from_dict({"metrics": {"names": ["collapse", "cfgtest_zero"]}})
+    # metric names are checked only when metrics run
+    assert (
+        config_from_dict({"metrics": {"enabled": False, "names": ["cfgtest_zero"]}}).metrics.enabled is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("plugins", "message"),
+    [
+        (
+            ["no_such_plugin_xyz"],
+            "cannot import plugin 'no_such_plugin_xyz': No module named 'no_such_plugin_xyz'",
+        ),
+        (["mylab envs"], "plugin 'mylab envs' is not a module name (expected e.g. mypkg.plugins)"),
+        ("mylab", "plugins: expected a list of str, got 'mylab'"),
+        ([3], "plugins[0]: expected a string, got 3"),
+    ],
+)
+def test_bad_plugins_are_one_line_errors(plugins, message):
+    with pytest.raises(UserError) as err:
+        config_from_dict({"plugins": plugins})
+    assert str(err.value) == message
+
+
+def test_a_plugin_that_raises_names_the_exception_and_where(tmp_path, monkeypatch):
+    (tmp_path / "cfgtest_broken.py").write_text("import math\n\nmath.sqrt(-1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError) as err:
+        config_from_dict({"plugins": ["cfgtest_broken"]})
+    assert str(err.value) == (
+        f"cannot import plugin 'cfgtest_broken': ValueError: math domain error ({tmp_path / 'cfgtest_broken.py'}:3)"
+    )
+
+
+def test_an_env_import_that_fails_is_left_to_the_env(tmp_path, monkeypatch):
+    """env.import keeps its old behaviour: its errors appear when the env is made, not when loading."""
+    assert config_from_dict({"env": {"import": "no_such_env_module_xyz"}}).env.import_module
+    (tmp_path / "cfgtest_crash.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert config_from_dict({"env": {"import": "cfgtest_crash"}}).env.import_module == "cfgtest_crash"
+
+
+# ---------------------------------------------------------------------------------- interventions at load
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "redoo"}, "interventions[0]: unknown intervention 'redoo' (did you mean 'redo'?)"),
+        ({"name": "redo", "taus": 1}, "interventions[0]: unknown parameter 'taus' for intervention 'redo'"),
+        ({"name": "redo", "tau": -1}, "interventions[0]: intervention 'redo': tau must be >= 0"),
+        (
+            {"name": "redo", "tau": "x"},
+            "interventions[0]: intervention 'redo': parameter 'tau' must be a number",
+        ),
+        ({"name": "l2_init", "coef": float("inf")}, "parameter 'coef' must be a finite number, got inf"),
+    ],
+)
+def test_intervention_specs_are_checked_when_the_config_loads(spec, message):
+    with pytest.raises(UserError) as err:
+        config_from_dict({"interventions": [spec]})
+    assert message in str(err.value)
+
+
+def test_intervention_specs_are_stored_as_written():
+    cfg = config_from_dict({"interventions": [{"name": "reset_last_layers", "every_steps": "2e4"}]})
+    assert cfg.interventions == [{"name": "reset_last_layers", "every_steps": "2e4"}]
+
+
+# ---------------------------------------------------------------------------------- the checker
+@pytest.mark.parametrize(
+    ("tp", "value", "meta", "expected"),
+    [
+        (int, "1e5", None, 100_000),
+        (int, 3.0, {"min": 1}, 3),
+        (float, 2, {"max": 2}, 2.0),
+        (float, "1e-4", None, 1e-4),
+        (int | None, None, None, None),
+        (list[int], [1, 2.0], None, [1, 2]),
+        (str, "b", {"choices": ["a", "b"]}, "b"),
+    ],
+)
+def test_check_value_coerces_what_fits(tp, value, meta, expected):
+    assert check_value(tp, value, meta) == expected
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "meta", "kind", "message"),
+    [
+        (int, 1.5, None, "type", "x: expected an integer, got 1.5"),
+        (float, "nan", None, "finite", "x: expected a finite number, got 'nan'"),
+        (float, 0.0, {"min": 0.0, "exclusive_min": True}, "range", "x: must be > 0.0, got 0.0"),
+        (int, 5, {"max": 4}, "range", "x: must be <= 4, got 5"),
+        (str | None, "c", {"choices": ["a", None]}, "choice", "x: 'c' is not allowed; valid: a, null"),
+        (list[int], [1, "a"], None, "type", "x[1]: expected an integer, got 'a'"),
+        (int | None, "a", None, "type", "x: expected int | None, got 'a'"),
+    ],
+)
+def test_check_value_describes_what_does_not(tp, value, meta, kind, message):
+    with pytest.raises(InvalidValue) as err:
+        check_value(tp, value, meta)
+    assert err.value.kind == kind and err.value.for_path("x") == message
+
+
+def test_check_value_refuses_an_annotation_it_does_not_know():
+    with pytest.raises(TypeError, match="unsupported annotation"):
+        check_value(tuple[int, int], (1, 2))

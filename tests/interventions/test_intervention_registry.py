@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from rlplast.errors import UserError
-from rlplast.interventions import INTERVENTIONS, Intervention, build_intervention
+from rlplast.fields import config_field
+from rlplast.interventions import (
+    INTERVENTIONS,
+    Intervention,
+    build_intervention,
+    output_layer,
+    parameter_reference,
+    register,
+    sync_parameter_tables,
+)
 
 # Parameters that make each intervention act within a 600-step CartPole run.
 FAST: dict[str, dict[str, Any]] = {
@@ -107,12 +121,16 @@ def test_unknown_parameter_lists_the_valid_ones():
 
 
 def test_wrong_type_is_a_user_error():
-    with pytest.raises(UserError, match="parameter 'n_layers' must be int"):
+    with pytest.raises(UserError, match="parameter 'n_layers' must be an integer, got 1.5"):
         build_intervention({"name": "reset_last_layers", "n_layers": 1.5})
+    with pytest.raises(UserError, match="parameter 'every_steps' must be int or None, got 'often'"):
+        build_intervention({"name": "reset_last_layers", "every_steps": "often"})
 
 
-def test_yaml_style_float_string_is_accepted():
+def test_yaml_style_numbers_are_accepted():
     assert build_intervention({"name": "l2_init", "coef": "1e-4"}).coef == pytest.approx(1e-4)
+    reset = build_intervention({"name": "reset_last_layers", "every_steps": "1e4"})  # YAML reads 1e4 as text
+    assert reset.every_steps == 10_000 and isinstance(reset.every_steps, int)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +139,7 @@ def test_yaml_style_float_string_is_accepted():
         ({"name": "nc_regularizer", "coef": -0.05}, "coef must be >= 0"),
         ({"name": "l2_init", "coef": -1.0}, "coef must be >= 0"),
         ({"name": "nc_regularizer", "cap": -1.0}, "cap must be > 0"),
-        ({"name": "shrink_perturb", "shrink": 0.0}, "shrink must be in"),
+        ({"name": "shrink_perturb", "shrink": 0.0}, r"shrink must be (in|> 0)"),
         ({"name": "full_reset", "when": "daily"}, "when must be one of interval, task_switch, both"),
         ({"name": "reset_last_layers", "every_steps": -5}, "every_steps must be > 0"),
         ({"name": "reset_last_layers", "n_layers": 0}, "n_layers must be >= 1"),
@@ -163,3 +181,112 @@ def test_redo_seed_must_be_non_negative():
 def test_n_layers_too_large_names_the_layer_count(make_dqn):
     with pytest.raises(UserError, match="n_layers=7 but the Q-network has only 3 linear layers"):
         make_dqn([build_intervention({"name": "reset_last_layers", "n_layers": 7})])
+
+
+# ---------------------------------------------------------------------------------- field metadata
+@dataclass
+class _Declared(Intervention):
+    """Parameters declared with config_field, plain defaults and an annotation the checker skips."""
+
+    rate: float = config_field(0.5, "a rate", min=0.0, max=1.0, exclusive_min=True)
+    mode: str = config_field("a", "a mode", choices=["a", "b"])
+    steps: int = 3
+    """Plain field: its attribute docstring is its help."""
+    shape: tuple[int, int] = (2, 2)
+
+
+@pytest.fixture
+def declared():
+    register("test_declared")(_Declared)
+    yield "test_declared"
+    INTERVENTIONS.unregister("test_declared")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"rate": 0.0}, "intervention 'test_declared': rate must be > 0.0, got 0.0"),
+        ({"rate": 2}, "intervention 'test_declared': rate must be <= 1.0, got 2.0"),
+        ({"mode": "c"}, "intervention 'test_declared': mode must be one of a, b, got 'c'"),
+        ({"steps": "x"}, "intervention 'test_declared': parameter 'steps' must be an integer, got 'x'"),
+        ({"rate": ".nan"}, "intervention 'test_declared': parameter 'rate' must be a number, got '.nan'"),
+    ],
+)
+def test_field_metadata_is_checked_by_the_config_checker(declared, params, message):
+    with pytest.raises(UserError) as err:
+        build_intervention({"name": declared, **params})
+    assert str(err.value) == message
+
+
+def test_unknown_annotations_pass_through_and_good_values_are_coerced(declared):
+    built = build_intervention({"name": declared, "rate": 1, "steps": 4.0, "shape": [3, 1]})
+    assert built.rate == 1.0 and built.steps == 4 and isinstance(built.steps, int) and built.shape == [3, 1]
+
+
+def test_parameter_tables_come_from_the_field_metadata(declared):
+    assert parameter_reference(declared).splitlines() == [
+        "| parameter | type | default | allowed | meaning |",
+        "|---|---|---|---|---|",
+        "| `rate` | float | `0.5` | > 0.0 and ≤ 1.0 | a rate |",
+        "| `mode` | str | `a` | a, b | a mode |",
+        "| `steps` | int | `3` |  | Plain field: its attribute docstring is its help. |",
+        "| `shape` | tuple[int, int] | `[2, 2]` |  |  |",
+    ]
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "interventions.md"
+REGENERATE = (
+    'regenerate with: python -c "from pathlib import Path; from rlplast.interventions import '
+    "sync_parameter_tables as s; p = Path('docs/interventions.md'); p.write_text(s(p.read_text()))\""
+)
+
+
+def test_the_parameter_tables_of_the_docs_are_current():
+    doc = DOC.read_text()
+    assert doc == sync_parameter_tables(doc), REGENERATE
+
+
+@pytest.mark.parametrize("name", INTERVENTIONS.names())
+def test_every_intervention_has_a_documented_parameter_table(name):
+    assert f"<!-- parameters: {name} -->" in DOC.read_text(), f"add a section for {name}; {REGENERATE}"
+
+
+# ---------------------------------------------------------------------------------- the helpers
+def test_helpers_reach_the_networks_and_the_optimizer(make_dqn):
+    intervention = Intervention()
+    with pytest.raises(RuntimeError, match=r"call super\(\).setup\(model\) first"):
+        _ = intervention.online_net
+    model = make_dqn([intervention])
+    assert intervention.model is model
+    assert intervention.online_net is model.q_net and intervention.target_net is model.q_net_target
+    assert intervention.last_layer is model.q_net.q_net[-1]
+    assert intervention.target_last_layer is model.q_net_target.q_net[-1]
+    assert intervention.last_layer.out_features == 2  # CartPole's actions
+    assert intervention.optimizer is model.policy.optimizer
+    assert (
+        output_layer(
+            torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        ).out_features
+        == 2
+    )
+
+
+def test_the_documented_example_intervention_builds_and_acts(make_dqn, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    (code,) = [b for b in blocks if '"""mylab/interventions.py' in b]
+    module = types.ModuleType("mylab_interventions_from_docs")  # dataclasses look their module up
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    try:
+        exec(compile(code, str(DOC), "exec"), module.__dict__)  # noqa: S102 - our own docs
+        noise = build_intervention({"name": "head_noise", "std": 0.1, "every_updates": 10})
+        with pytest.raises(UserError, match="intervention 'head_noise': std must be >= 0.0, got -1.0"):
+            build_intervention({"name": "head_noise", "std": -1})
+        model = make_dqn([noise])
+        model.learn(300)
+        assert noise.log_values()["intervention/head_noise_injections"] > 0
+        assert torch.equal(model.q_net.q_net[-1].weight, model.q_net_target.q_net[-1].weight)
+        assert "| `std` | float | `0.001` | ≥ 0.0 | standard deviation of the noise |" in parameter_reference(
+            "head_noise"
+        )
+    finally:
+        INTERVENTIONS.unregister("head_noise")
