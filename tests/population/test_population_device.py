@@ -40,17 +40,20 @@ class _Spy(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("n_steps", [1, 3])
-def test_update_path_has_no_host_synchronisation(make_population, n_steps):
-    """Sampling, the TD loss, backward, clipping, Adam and the statistics run without one op
-    that waits for the device (checked on the CPU by intercepting every aten op)."""
-    pop = make_population([0, 1, 2], learning_starts=40, n_steps=n_steps)
+@pytest.mark.parametrize("n_steps, fused", [(1, False), (3, False), (1, True)])
+def test_update_path_has_no_host_synchronisation(make_population, n_steps, fused):
+    """Sampling, the TD loss, backward, clipping, Adam (foreach arithmetic or torch's fused
+    kernel) and the statistics run without one op that waits for the device (checked on the CPU
+    by intercepting every aten op)."""
+    policy_kwargs = {"net_arch": [32, 32], "optimizer_kwargs": {"fused": fused}}
+    pop = make_population([0, 1, 2], learning_starts=40, n_steps=n_steps, policy_kwargs=policy_kwargs)
     pop.learn(60)
     spy = _Spy()
     with spy:
         pop.train(3)
     assert len(spy.ops) > 50
-    assert "aten.baddbmm" in spy.ops and "aten._foreach_lerp_" in spy.ops  # the spy sees the update
+    adam_op = "aten._fused_adam_" if fused else "aten._foreach_lerp_"
+    assert "aten.baddbmm" in spy.ops and adam_op in spy.ops  # the spy sees the whole update
     assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
 
 
