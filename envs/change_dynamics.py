@@ -110,7 +110,6 @@ class ChangeDynamics(TaskSequenceWrapper):
             self.ranges[name] = (low, high)
         self.defaults = {name: float(getattr(base, name)) for name in self.ranges}
         self.params: dict[str, float] = dict(self.defaults)
-        self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Write task ``task``'s physics onto the unwrapped env (the defaults for task 0)."""

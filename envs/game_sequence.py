@@ -178,7 +178,6 @@ class GameSequence(TaskSequenceWrapper):
             after_last=after_last,
         )
         self._games = games
-        self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Select game ``task % len(games)`` for the next episode."""

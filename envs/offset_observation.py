@@ -49,7 +49,6 @@ class OffsetObservation(TaskSequenceWrapper):
             high = (space.high + offsets.max(axis=0)).astype(space.dtype)
         self.observation_space = spaces.Box(low=low, high=high, dtype=space.dtype)
         self.offset = np.zeros(space.shape, dtype=space.dtype)
-        self._init_task()
 
     def _draw(self, task: int, shape: tuple[int, ...]) -> np.ndarray:
         if task == 0:

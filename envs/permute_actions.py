@@ -49,7 +49,6 @@ class PermuteActions(TaskSequenceWrapper):
         self._start = int(space.start)
         self.permutation = np.arange(self._n)
         self._permutations = TaskPermutations(self.task_seed, self._n)
-        self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Use task ``task``'s permutation (the identity for task 0)."""

@@ -87,7 +87,6 @@ class PermuteObservation(TaskSequenceWrapper):
         )
         self.permutation = np.arange(self._size)
         self._permutations = TaskPermutations(self.task_seed, self._size)
-        self._init_task()
 
     def apply_task(self, task: int) -> None:
         """Use task ``task``'s permutation (the identity for task 0)."""

@@ -1,4 +1,4 @@
-"""The task schedule shared by every shifting environment.
+"""The task schedule shared by every shifting environment, and the wrapper lifecycle.
 
 Semantics (one clock per env copy, never reset by episode ends):
 
@@ -15,6 +15,19 @@ Semantics (one clock per env copy, never reset by episode ends):
 
 ``info["task_id"]`` is the task under which a ``step()`` ran, or under which a ``reset()`` returned its
 observation. Task ``k``'s parameters are a pure function of ``(seed, k)``; see :func:`task_rng`.
+
+Lifecycle of a :class:`TaskSequenceWrapper` subclass (the hooks it may override):
+
+* ``__init__``: call ``super().__init__(env, **schedule)``, then set up state (task 0's values).
+* :meth:`~TaskSequenceWrapper.apply_task` ``(k)``: called with ``k = 0`` as soon as construction is
+  complete, then whenever a task is applied: a due switch (at the start of the first ``step()`` of
+  the new block with ``switch_at="step"``; in the next ``reset()`` with ``"episode"``), a
+  :meth:`~TaskSequenceWrapper.set_task` or a :meth:`~TaskSequenceWrapper.load_schedule_state`.
+* :meth:`~TaskSequenceWrapper.action` ``(a)``, :meth:`~TaskSequenceWrapper.observation` ``(obs)``,
+  :meth:`~TaskSequenceWrapper.reward` ``(r)``: transformations (identity by default), applied on
+  every step (``observation`` also on every reset) under the task that step runs under, the one
+  ``info["task_id"]`` reports: a switch is applied before the action of its first step is
+  transformed, never between a step's action and its observation and reward.
 """
 
 from __future__ import annotations
@@ -64,12 +77,22 @@ def check_schedule_args(
         raise UserError(f"after_last must be one of {', '.join(AFTER_LAST)}; got {after_last!r}")
 
 
-class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
+class _AppliesTheFirstTask(abc.ABCMeta):
+    """Applies task 0 once a wrapper's construction is complete (its outermost ``__init__`` returned)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        wrapper = super().__call__(*args, **kwargs)
+        wrapper._apply_first_task()
+        return wrapper
+
+
+class TaskSequenceWrapper(gym.Wrapper, metaclass=_AppliesTheFirstTask):
     """Base wrapper that runs an env through a sequence of tasks on a global step clock.
 
-    Subclasses implement :meth:`apply_task` (and usually override the observation or action
-    transformation); the base class owns the clock, the switching and ``info["task_id"]``.
-    See the module docstring for the exact switching semantics.
+    Subclasses implement :meth:`apply_task` and override the :meth:`observation`, :meth:`action`
+    or :meth:`reward` transformation they need; the base class owns the clock, the switching and
+    ``info["task_id"]``, and applies task 0 right after construction. See the module docstring for
+    the lifecycle and the exact switching semantics.
 
     Example:
         >>> import gymnasium as gym
@@ -107,15 +130,47 @@ class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
         self._t = 0
         self._block = 0
         self._task = 0
+        self._task_applied = False
 
     # --- to implement -------------------------------------------------------------------------
     @abc.abstractmethod
     def apply_task(self, task: int) -> None:
-        """Make ``task`` the active task (draw its parameters with ``task_rng(self.task_seed, task)``)."""
+        """Make ``task`` the active task (draw its parameters with ``task_rng(self.task_seed, task)``).
+
+        Called with task 0 right after construction, then whenever a task is applied (a due
+        switch, :meth:`set_task`, :meth:`load_schedule_state`); :attr:`task_id` is already
+        ``task`` during the call. Task 0 should be the unshifted env.
+        """
+
+    def observation(self, observation: Any) -> Any:
+        """Transform an observation of the wrapped env (identity by default).
+
+        Called on every ``step()`` and ``reset()``, under the task that step or reset runs under.
+        """
+        return observation
+
+    def action(self, action: Any) -> Any:
+        """Transform an agent action into one of the wrapped env (identity by default).
+
+        Called on every ``step()`` before the wrapped env steps, under the task the step runs under.
+        """
+        return action
+
+    def reward(self, reward: SupportsFloat) -> SupportsFloat:
+        """Transform the reward of a step (identity by default).
+
+        Called on every ``step()``, under the task the step ran under (``info["task_id"]``).
+        """
+        return reward
+
+    def _apply_first_task(self) -> None:
+        """Apply task 0 unless a task was applied already (called once construction is complete)."""
+        if not self.__dict__.get("_task_applied", False):
+            self.set_task(self._task)
 
     def _init_task(self) -> None:
-        """Apply task 0; subclasses call this at the end of their ``__init__``."""
-        self.apply_task(0)
+        """Apply task 0 now. Not needed any more: construction applies it (kept for older subclasses)."""
+        self.set_task(self._task)
 
     # --- schedule -----------------------------------------------------------------------------
     @property
@@ -139,6 +194,7 @@ class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
         if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or not 0 <= task < self.n_tasks:
             raise UserError(f"task must be an integer in [0, n_tasks={self.n_tasks}), got {task!r}")
         self._task = int(task)
+        self._task_applied = True
         self.apply_task(self._task)
 
     @property
@@ -193,15 +249,7 @@ class TaskSequenceWrapper(gym.Wrapper, abc.ABC):
         self._t += 1
         info = dict(info)
         info["task_id"] = self._task
-        return self.observation(obs), reward, terminated, truncated, info
-
-    def observation(self, observation: Any) -> Any:
-        """Transform an observation of the wrapped env (identity by default)."""
-        return observation
-
-    def action(self, action: Any) -> Any:
-        """Transform an agent action into one of the wrapped env (identity by default)."""
-        return action
+        return self.observation(obs), self.reward(reward), terminated, truncated, info
 
 
 def find_task_wrapper(env: gym.Env) -> TaskSequenceWrapper:

@@ -181,3 +181,78 @@ def test_bad_set_task_and_state_raise_user_error():
         env.set_task(3)
     with pytest.raises(UserError, match="schedule state"):
         env.load_schedule_state({"step": 1})
+
+
+# ---------------------------------------------------------------------------------- the lifecycle
+class LogHooks(TaskSequenceWrapper):
+    """No ``_init_task()`` call: the base class applies task 0 once construction is complete."""
+
+    def __init__(self, env: gym.Env, **schedule: Any) -> None:
+        super().__init__(env, **schedule)
+        self.log: list[tuple[str, int]] = []  # set up after super().__init__: apply_task must wait
+
+    def apply_task(self, task: int) -> None:
+        self.log.append(("apply_task", task))
+
+    def action(self, action: Any) -> Any:
+        self.log.append(("action", self.task_id))
+        return action
+
+    def observation(self, observation: Any) -> Any:
+        self.log.append(("observation", self.task_id))
+        return observation + 100.0 * self.task_id
+
+    def reward(self, reward: Any) -> float:
+        self.log.append(("reward", self.task_id))
+        return float(reward) + self.task_id
+
+
+class LogHooksWithMore(LogHooks):
+    def __init__(self, env: gym.Env, **schedule: Any) -> None:
+        super().__init__(env, **schedule)
+        self.extra = "set up before task 0 is applied"
+
+    def apply_task(self, task: int) -> None:
+        assert self.extra
+        super().apply_task(task)
+
+
+def test_task_0_is_applied_once_right_after_construction():
+    env = LogHooks(CounterEnv(), steps_per_task=3, n_tasks=2)
+    assert env.log == [("apply_task", 0)]
+    assert LogHooksWithMore(CounterEnv()).log == [("apply_task", 0)]
+    # the old private call still works and does not apply task 0 twice
+    assert RecordTask(CounterEnv()).applied == [0]
+
+
+def test_step_mode_hooks_of_a_step_all_run_under_the_task_it_reports():
+    env = LogHooks(CounterEnv(), steps_per_task=2, n_tasks=3)
+    env.reset(seed=0)
+    env.log.clear()
+    results = [env.step(0) for _ in range(3)]
+    assert [info["task_id"] for *_, info in results] == [0, 0, 1]
+    assert [r for _, r, *_ in results] == [0.0, 0.0, 1.0]
+    assert [float(obs[0]) for obs, *_ in results] == [1.0, 2.0, 103.0]  # mid-episode switch
+    step = [("action", 0), ("observation", 0), ("reward", 0)]
+    assert env.log == [*step, *step, ("apply_task", 1), ("action", 1), ("observation", 1), ("reward", 1)]
+
+
+def test_episode_mode_applies_the_switch_in_reset_before_its_observation():
+    env = LogHooks(CounterEnv(episode_len=3), steps_per_task=2, n_tasks=2, switch_at="episode")
+    env.reset(seed=0)
+    results = [env.step(0) for _ in range(3)]
+    assert [info["task_id"] for *_, info in results] == [0, 0, 0]  # the episode finishes in task 0
+    assert [r for _, r, *_ in results] == [0.0, 0.0, 0.0]
+    env.log.clear()
+    obs, info = env.reset()
+    assert info["task_id"] == 1 and float(obs[0]) == 100.0
+    assert env.log == [("apply_task", 1), ("observation", 1)]
+    _, reward, *_ = env.step(0)
+    assert reward == 1.0
+
+
+def test_the_default_hooks_change_nothing():
+    env = RecordTask(CounterEnv(), steps_per_task=2, n_tasks=2)
+    assert env.reward(3.5) == 3.5 and env.action(1) == 1
+    obs = np.ones(1, dtype=np.float32)
+    assert env.observation(obs) is obs
