@@ -18,6 +18,9 @@ from rlplast.envs.schedule import TaskSequenceWrapper
 
 NAMESPACE = "rlplast/"
 
+#: Keyword arguments of :func:`make_shifted` that the registered ids set and users do not.
+INTERNAL_KWARGS = ("base_id", "shift")
+
 #: Shift name → wrapper class, for :func:`make_shifted`.
 SHIFTS: dict[str, type[TaskSequenceWrapper]] = {
     "permute_observation": PermuteObservation,

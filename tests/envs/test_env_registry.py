@@ -89,12 +89,66 @@ def test_make_env_passes_kwargs_and_rejects_bad_input():
     with pytest.raises(UserError, match="rlplast/PermutedCartPole-v0") as err:
         make_env("rlplast/PermutedCartpole-v0", {})
     assert "did you mean" in str(err.value) and "Gymnasium" in str(err.value)
-    with pytest.raises(UserError, match="bad kwargs"):
+    assert "under plugins in the config, or name it in env.import" in str(err.value)
+    with pytest.raises(UserError, match="bad kwargs") as err:
         make_env("rlplast/PermutedCartPole-v0", {"no_such_arg": 1})
+    assert str(err.value).startswith(
+        "bad kwargs for env 'rlplast/PermutedCartPole-v0': unknown kwarg 'no_such_arg'"
+    )
+    assert str(err.value).endswith(
+        "valid: steps_per_task, n_tasks, seed, switch_at, after_last, render_mode, max_episode_steps"
+    )
     with pytest.raises(UserError, match="steps_per_task"):
         make_env("rlplast/PermutedCartPole-v0", {"steps_per_task": 0})
     with pytest.raises(UserError, match="no_such_module_xyz"):
         make_env("rlplast/PermutedCartPole-v0", {}, import_module="no_such_module_xyz")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "expect"),
+    [
+        ("rlplast/OffsetCartPole-v0", {"sigm": 1.0}, "unknown kwarg 'sigm' (did you mean 'sigma'?)"),
+        ("rlplast/ShiftingCartPole-v0", {"range": {}}, "unknown kwarg 'range' (did you mean 'ranges'?)"),
+        ("CartPole-v1", {"foo": 1}, "valid: sutton_barto_reward, render_mode, max_episode_steps"),
+    ],
+)
+def test_a_kwarg_typo_names_the_env_and_what_it_takes(env_id, kwargs, expect):
+    with pytest.raises(UserError) as err:
+        make_env(env_id, kwargs)
+    message = str(err.value)
+    assert message.startswith(f"bad kwargs for env '{env_id}': ") and expect in message
+    assert "__init__" not in message and "Wrapper" not in message
+
+
+class _RaisesInItsConstructor(gym.Env):
+    def __init__(self, level: int = 0) -> None:
+        if level < 0:
+            raise ValueError(f"level must be >= 0, got {level}")
+        raise RuntimeError("")
+
+
+class _NeedsALevel(gym.Env):
+    def __init__(self, level: int) -> None:
+        raise AssertionError("not reached")
+
+
+def test_any_exception_of_the_constructor_is_one_line_naming_the_env(monkeypatch):
+    for env_id, entry in (("test/Raises-v0", _RaisesInItsConstructor), ("test/NeedsALevel-v0", _NeedsALevel)):
+        monkeypatch.setitem(gym.registry, env_id, gym.envs.registration.EnvSpec(env_id, entry_point=entry))
+    with pytest.raises(UserError) as err:
+        make_env("test/Raises-v0", {"level": -1})
+    assert str(err.value).startswith(
+        "env 'test/Raises-v0' raised ValueError in its constructor: level must be >= 0, got -1 ("
+    )
+    assert "test_env_registry.py:" in str(err.value)
+    with pytest.raises(UserError, match=r"^env 'test/Raises-v0' raised RuntimeError in its constructor: \("):
+        make_env("test/Raises-v0", {})
+    with pytest.raises(UserError) as err:
+        make_env("test/NeedsALevel-v0", {})
+    assert str(err.value) == (
+        "bad kwargs for env 'test/NeedsALevel-v0': missing 1 required positional argument: 'level'; "
+        "valid: level, max_episode_steps"
+    )
 
 
 class _NeedsMissingPackage(gym.Env):
