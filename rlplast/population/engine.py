@@ -160,6 +160,7 @@ class MemberView:
 
     @property
     def policy(self) -> MemberView:
+        """The view itself (``model.policy.q_net`` / ``model.policy.optimizer`` read the member)."""
         return self
 
 
