@@ -246,7 +246,9 @@ def run_compare(
     stop = StopRequest()
     with stop.installed():
         make_output_dir(out_dir, "sweep")
-        manifest = Manifest(out_dir, config_path, overrides)
+        manifest = Manifest(
+            out_dir, config_path, overrides, list(dict.fromkeys(spec.method for spec in specs))
+        )
         todo = select_todo(manifest, specs, finished)
         result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
         progress = Progress(len(specs), result.skipped, quiet)

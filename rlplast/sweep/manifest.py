@@ -31,9 +31,13 @@ class Manifest:
         out: the sweep directory.
         config_path: the base config, recorded as ``config``.
         overrides: the sweep's ``--set`` overrides, recorded as ``overrides``.
+        methods: the grid's method names in the order given (``--methods``), recorded as
+            ``methods`` ahead of methods an earlier invocation recorded; reports follow this order.
     """
 
-    def __init__(self, out: Path, config_path: str | Path, overrides: list[str]) -> None:
+    def __init__(
+        self, out: Path, config_path: str | Path, overrides: list[str], methods: list[str] | None = None
+    ) -> None:
         self.path = out / MANIFEST
         self.data = read_manifest(out) or {
             "config": str(config_path),
@@ -43,6 +47,11 @@ class Manifest:
         self.data["config"] = str(config_path)
         self.data["overrides"] = list(overrides)
         self.data.setdefault("runs", {})
+        if methods is not None:
+            # The order reports list methods in: this invocation's, then earlier ones of the sweep.
+            earlier = self.data.get("methods")
+            earlier = [m for m in earlier if isinstance(m, str)] if isinstance(earlier, list) else []
+            self.data["methods"] = list(dict.fromkeys([*methods, *earlier]))
 
     @property
     def runs(self) -> dict[str, dict[str, Any]]:

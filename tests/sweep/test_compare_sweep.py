@@ -72,6 +72,7 @@ def test_sweep_completes_reports_and_resumes(setup: Path):
     assert _compare(setup / "base.yaml", out, "vanilla,reset") == 0
     manifest = read_manifest(out)
     assert set(manifest["runs"]) == {"vanilla-s0", "vanilla-s1", "reset-s0", "reset-s1"}
+    assert manifest["methods"] == ["vanilla", "reset"]  # the --methods order, which reports follow
     for name, entry in manifest["runs"].items():
         assert entry["state"] == "done" and entry["error"] is None and entry["wall_time_s"] > 0
         run = out / "runs" / name
@@ -347,3 +348,12 @@ def test_without_methods_runs_the_default_methods_and_says_so(setup: Path, capsy
     # --methods still chooses (here: nothing left to train), and then nothing is said about defaults.
     assert main([*args, "--methods", "vanilla", *_overrides(metrics=False)]) == 0
     assert "--methods" not in capsys.readouterr().err
+
+
+def test_manifest_records_method_order_ahead_of_earlier_ones(tmp_path: Path):
+    from rlplast.sweep.manifest import Manifest
+
+    first = Manifest(tmp_path, "cfg.yaml", [], ["vanilla", "reset"])
+    first.save()
+    again = Manifest(tmp_path, "cfg.yaml", [], ["ncreg", "reset"])
+    assert again.data["methods"] == ["ncreg", "reset", "vanilla"]
