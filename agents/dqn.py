@@ -115,28 +115,37 @@ class PlasticDQN(LeanDQNMixin, DQN):
         return self.replay_buffer.size()
 
     def replay_states(
-        self, indices: np.ndarray, env_indices: np.ndarray | int = 0
+        self, indices: np.ndarray, env_indices: np.ndarray | int = 0, normalize: bool = False
     ) -> tuple[th.Tensor | dict[str, th.Tensor], th.Tensor]:
         """Stored observations and the actions taken in them, as tensors on the model's device.
 
         Args:
             indices: replay positions, each below :meth:`replay_size`.
-            env_indices: the env of each position (or one env for all).
+            env_indices: the env of each position (or one env for all; see SB3's ``n_envs``).
+            normalize: pass the observations through the training env's ``VecNormalize`` (if
+                any), as the networks see them in training.
 
         Returns:
-            ``(observations, actions)``: observations as stored (a dict of tensors for Dict
-            spaces, no ``VecNormalize`` applied) and the taken actions as a 1-D ``long`` tensor.
+            ``(observations, actions)``: the observations (a dict of tensors for Dict spaces) and
+            the taken actions as a 1-D ``long`` tensor.
         """
         buffer = self.replay_buffer
         assert buffer is not None, "the model has no replay buffer"
         stored = buffer.observations
+        raw = (
+            {k: v[indices, env_indices] for k, v in stored.items()}
+            if isinstance(stored, dict)
+            else stored[indices, env_indices]
+        )
+        vec_normalize = self.get_vec_normalize_env() if normalize else None
+        if vec_normalize is not None:
+            raw = vec_normalize.normalize_obs(raw)
         device = self.device
-        if isinstance(stored, dict):
-            obs: th.Tensor | dict[str, th.Tensor] = {
-                k: th.as_tensor(v[indices, env_indices], device=device) for k, v in stored.items()
-            }
-        else:
-            obs = th.as_tensor(stored[indices, env_indices], device=device)
+        obs: th.Tensor | dict[str, th.Tensor] = (
+            {k: th.as_tensor(v, device=device) for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else th.as_tensor(raw, device=device)
+        )
         actions = th.as_tensor(buffer.actions[indices, env_indices].reshape(-1), device=device).long()
         return obs, actions
 

@@ -381,8 +381,10 @@ def run_training(
     check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
     preflight(cfg)  # the same checks rlplast compare makes for every planned run
     set_cpu_threads(cfg.train.torch_threads)
-    # env → agent
-    model = build_model(cfg, make_env(cfg), resolve_device(cfg.train.device))
+    # env
+    env = make_env(cfg)
+    # agent (+ interventions), and the metrics probe the callbacks will use
+    model = build_model(cfg, env, resolve_device(cfg.train.device))
     probe = metrics_probe(cfg, quiet)
     # only now touch the file system
     prepare_run_dir(run_dir, overwrite)
@@ -409,12 +411,10 @@ class Resume:
     """Where a resumed run starts: what its checkpoint holds besides the agent.
 
     Attributes:
-        step: the env step of the checkpoint.
         callback_state: the callbacks' part of the checkpoint.
         rng: the global random states.
     """
 
-    step: int
     callback_state: dict[str, Any]
     rng: dict[str, Any]
 
@@ -490,7 +490,7 @@ def resume_training(
     truncate_csv_rows(run_dir / "episodes.csv", step)
     to = f" to {cfg.train.total_steps} steps" if total_steps is not None else ""
     print(f"rlplast: resuming {run_dir} from {path.name} (step {step}){to}", file=sys.stderr)
-    resume = Resume(step=step, callback_state=state, rng=payload["rng"])
+    resume = Resume(callback_state=state, rng=payload["rng"])
     return train(cfg, run_dir, model, probe, quiet=quiet, resume=resume)
 
 

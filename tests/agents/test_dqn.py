@@ -289,3 +289,16 @@ def test_schedule_timesteps_keeps_a_continued_run_on_its_original_schedule():
 
     assert set(continued(200)) == {0.05}  # past the original budget: the final epsilon
     assert max(continued(None)) > 0.5  # SB3's default: the schedule spans the new total, epsilon rises
+
+
+def test_replay_states_as_the_networks_see_them_under_vec_normalize():
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    env = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), norm_reward=False)
+    model = PlasticDQN("MlpPolicy", env, seed=0, learning_starts=1000).learn(200)
+    idx = np.arange(50)
+    raw, _ = model.replay_states(idx)
+    seen, _ = model.replay_states(idx, normalize=True)
+    np.testing.assert_array_equal(raw.numpy(), model.replay_buffer.observations[idx, 0])
+    np.testing.assert_allclose(seen.numpy(), env.normalize_obs(raw.numpy()))
+    assert not torch.allclose(raw, seen)  # the comparison can fail: normalizing changed them
