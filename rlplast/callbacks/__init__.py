@@ -1,20 +1,16 @@
 """A training run's callbacks: one job each, composed with SB3's ``CallbackList``.
 
-=====================  ======================================================================
-callback               job
-=====================  ======================================================================
-:class:`TaskSwitches`  the interventions' task-switch hooks when the env reports a new task
-:class:`EpisodeLog`    ``episodes.csv``, returns per task, the window of recent episodes
-:class:`LogRows`       a ``metrics.csv`` / TensorBoard row every ``train.log_every_steps``
-:class:`Metrics`       collapse and plasticity columns every ``metrics.every_steps``
-:class:`NonFiniteGuard`  reports (and by default stops on) a non-finite loss, norm or parameter
-:class:`Progress`      the progress bar
-:class:`Checkpoints`   checkpoints at iteration ends; stops training when a stop is requested
-=====================  ======================================================================
+* :class:`TaskSwitches` — the interventions' task-switch hooks when the env reports a new task;
+* :class:`EpisodeLog` — ``episodes.csv``, returns per task, the window of recent episodes;
+* :class:`LogRows` — a ``metrics.csv`` / TensorBoard row every ``train.log_every_steps``;
+* :class:`Metrics` — collapse and plasticity columns every ``metrics.every_steps``;
+* :class:`NonFiniteGuard` — reports (and by default stops on) a non-finite loss, norm or parameter;
+* :class:`Progress` — the progress bar;
+* :class:`Checkpoints` — checkpoints at iteration ends; stops training when a stop is requested.
 
 :class:`RunCallbacks` (a ``CallbackList``) reads each env step's ``infos`` once into a shared
 :class:`StepRecord` and calls each callback only for the events it defines (see
-:mod:`rlplast.callbacks.base`); :func:`rlplast.train.run_training` shows them put together.
+:mod:`rlplast.callbacks.base`); :func:`rlplast.train.train` puts them together.
 """
 
 from rlplast.callbacks.base import RunCallback, RunCallbacks, Stateful, StepRecord, StopRequest
