@@ -148,10 +148,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if not args.config:
         raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
+    from rlplast.methods import refuse_overlay_as_config, resolve_method
+
+    if Path(args.config).is_file():  # a missing file is reported by load_config
+        refuse_overlay_as_config(args.config, "train")
     overlays = []
     if args.method:
-        from rlplast.methods import resolve_method
-
         _, overlay_path = resolve_method(args.config, args.method)
         overlays.append(read_yaml(overlay_path))
     overrides = list(args.overrides)

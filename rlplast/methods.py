@@ -53,3 +53,26 @@ def parse_methods(text: str | Iterable[str]) -> list[str]:
     if dupes:
         raise UserError(f"--methods: listed more than once: {', '.join(dupes)}")
     return names
+
+
+def refuse_overlay_as_config(config_path: str | Path, command: str = "train") -> None:
+    """Refuse a method overlay passed where a base config belongs (it lives in a ``methods/`` folder).
+
+    An overlay is a partial config: loaded on its own it would silently train the defaults
+    (CartPole-v1) with the overlay's interventions.
+
+    Raises:
+        UserError: ``config_path`` is in a folder named ``methods`` (the message names the base
+            configs beside that folder and the flag that takes the method).
+    """
+    path = Path(config_path)
+    if path.parent.name != "methods":
+        return
+    bases = sorted(p.name for p in path.parent.parent.glob("*.yaml"))
+    listing = f" (base configs there: {', '.join(bases)})" if bases else ""
+    flag = f"--method {path.stem}" if command == "train" else f"--methods {path.stem}"
+    base = path.parent.parent / (bases[0] if bases else "BASE.yaml")
+    raise UserError(
+        f"{path} is a method overlay, not a config: give a base config and the method, e.g. "
+        f"rlplast {command} {base} {flag}{listing}"
+    )

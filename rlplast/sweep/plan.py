@@ -16,7 +16,7 @@ from typing import Any
 
 from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
 from rlplast.errors import UserError
-from rlplast.methods import DEFAULT_METHODS, resolve_method
+from rlplast.methods import DEFAULT_METHODS, refuse_overlay_as_config, resolve_method
 from rlplast.rundir import run_name
 from rlplast.sweep.job import Job
 
@@ -161,6 +161,7 @@ def plan_sweep(
     if not Path(config_path).is_file():
         raise UserError(f"config file not found: {config_path}")
     read_yaml(config_path)  # the config's own YAML errors come first
+    refuse_overlay_as_config(config_path, "compare")
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     user = list(overrides or [])

@@ -229,3 +229,13 @@ def test_cells_not_computed_are_empty(tmp_path):
     assert all("nan" not in (r[k] for k in ("train/loss", "rollout/ep_return_mean")) for r in rows.values())
     # The comparison can fail: once an episode ended, the mean return is there.
     assert next(r for r in rows.values() if r["rollout/episodes"] != "0")["rollout/ep_return_mean"] != ""
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_method_overlay_as_main_config_is_refused_with_a_hint(tmp_path, capsys, command):
+    """A method overlay passed as CONFIG would silently train the defaults: refused, exit 2."""
+    code = main([command, str(REPO / "configs/methods/reset.yaml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "method overlay" in err[0] and "reset" in err[0] and "quickstart.yaml" in err[0]
+    assert not (tmp_path / "out").exists()
