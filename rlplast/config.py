@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointConfig",
     "Config",
     "EnvConfig",
+    "EvalConfig",
     "MetricsConfig",
     "OutputConfig",
     "TrainConfig",
@@ -158,6 +159,33 @@ class MetricsConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Continual-learning evaluation: greedy returns on every task seen so far (docs/compare.md)."""
+
+    enabled: bool = config_field(
+        False, "evaluate the agent every every_steps on every task seen so far (eval/task_<k>/… columns)"
+    )
+    every_steps: int = config_field(
+        10_000,
+        "env steps between evaluations (a multiple of train.log_every_steps); the row of the budget "
+        "(train.total_steps) is evaluated too",
+        min=1,
+    )
+    episodes: int = config_field(
+        5, "episodes per task and evaluation (and random-policy episodes, once per task)", min=1
+    )
+    epsilon: float = config_field(
+        0.001,
+        "probability of a uniformly random action in evaluation (Dopamine's Atari value)",
+        min=0.0,
+        max=1.0,
+    )
+    max_episode_steps: int | None = config_field(
+        None, "cut evaluation episodes after this many steps (null: the env's own time limit)", min=1
+    )
+
+
+@dataclass
 class CheckpointConfig:
     """Checkpoints for exact resume (``rlplast train --resume RUN_DIR``)."""
 
@@ -192,6 +220,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig, metadata={"help": "DQN hyperparameters"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training budget"})
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"help": "metrics"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "continual-learning evaluation"})
     interventions: list[dict[str, Any]] = config_field(
         [],
         "interventions, e.g. [{name: reset_last_layers, every_steps: 20000}]; parameters: "
@@ -269,6 +298,11 @@ def _validate(cfg: Config) -> None:
         raise UserError(
             f"metrics.probe_every_steps ({cfg.metrics.probe_every_steps}) must be a multiple of "
             f"metrics.every_steps ({cfg.metrics.every_steps})"
+        )
+    if cfg.eval.enabled and cfg.eval.every_steps % cfg.train.log_every_steps:
+        raise UserError(
+            f"eval.every_steps ({cfg.eval.every_steps}) must be a multiple of "
+            f"train.log_every_steps ({cfg.train.log_every_steps})"
         )
     if any(n <= 0 for n in cfg.agent.net_arch):
         raise UserError(f"agent.net_arch: layer sizes must be positive, got {cfg.agent.net_arch}")

@@ -583,6 +583,7 @@ def train(
     from rlplast.callbacks import (
         Checkpoints,
         EpisodeLog,
+        Evaluation,
         LogRows,
         Metrics,
         NonFiniteGuard,
@@ -605,9 +606,15 @@ def train(
     stop = StopRequest()  # set by signals or NonFiniteGuard; Checkpoints then checkpoints and stops
     episodes = EpisodeLog(run_dir / "episodes.csv", model.stats_window_size, record)
     metrics = Metrics(probe, cfg.metrics.every_steps) if probe is not None else None
+    # greedy returns on every task seen so far, on env copies of its own (eval.enabled)
+    evaluation = (
+        Evaluation(cfg.eval, lambda: make_env(cfg), cfg.train.seed, record, cfg.train.total_steps)
+        if cfg.eval.enabled
+        else None
+    )
     guard = NonFiniteGuard(stop if cfg.train.on_nonfinite == "stop" else None)
     progress = Progress(cfg.train.total_steps) if cfg.train.progress and not quiet else None
-    row_callbacks = [c for c in (guard, metrics, progress) if c is not None]
+    row_callbacks = [c for c in (guard, metrics, evaluation, progress) if c is not None]
     rows = LogRows(run_logger, cfg.train.log_every_steps, record, episodes, stop, row_callbacks)
     checkpoints = Checkpoints(
         run_dir / "checkpoints",
@@ -615,11 +622,11 @@ def train(
         keep=cfg.checkpoint.keep,
         total_steps=cfg.train.total_steps,
         config_text=dump_config(cfg),
-        parts=[record, episodes, rows, *([metrics] if metrics is not None else [])],
+        parts=[record, episodes, rows, *(c for c in (metrics, evaluation) if c is not None)],
         before_save=[episodes.flush],
         stop=stop,
     )
-    children = [TaskSwitches(), episodes, metrics, guard, rows, progress, checkpoints]
+    children = [TaskSwitches(), episodes, metrics, evaluation, guard, rows, progress, checkpoints]
     callback = RunCallbacks([c for c in children if c is not None], record)
     if resume is not None:
         checkpoints.load_callback_state(resume.callback_state)
@@ -636,6 +643,8 @@ def train(
             )
     finally:
         run_logger.close()
+        if evaluation is not None:
+            evaluation.close()
     if stop.reason is not None:
         code = SIGNAL_EXIT_CODES.get(signal.Signals(received[0]), 1) if received else 1
         raise TrainingStopped(

@@ -4,6 +4,7 @@
 * :class:`EpisodeLog` — ``episodes.csv``, returns per task, the window of recent episodes;
 * :class:`LogRows` — a ``metrics.csv`` / TensorBoard row every ``train.log_every_steps``;
 * :class:`Metrics` — collapse and plasticity columns every ``metrics.every_steps``;
+* :class:`Evaluation` — greedy returns on every task seen so far every ``eval.every_steps``;
 * :class:`NonFiniteGuard` — reports (and by default stops on) a non-finite loss, norm or parameter;
 * :class:`Progress` — the progress bar;
 * :class:`Checkpoints` — checkpoints at iteration ends; stops training when a stop is requested.
@@ -16,6 +17,7 @@
 from rlplast.callbacks.base import RunCallback, RunCallbacks, Stateful, StepRecord, StopRequest
 from rlplast.callbacks.checkpoints import Checkpoints
 from rlplast.callbacks.episodes import EPISODES_HEADER, EpisodeLog, TaskSwitches
+from rlplast.callbacks.eval import Evaluation
 from rlplast.callbacks.guard import NonFiniteGuard
 from rlplast.callbacks.metrics import Metrics, MetricsProbe
 from rlplast.callbacks.progress import Progress
@@ -25,6 +27,7 @@ __all__ = [
     "EPISODES_HEADER",
     "Checkpoints",
     "EpisodeLog",
+    "Evaluation",
     "LogRows",
     "Metrics",
     "MetricsProbe",
