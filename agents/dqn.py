@@ -16,7 +16,8 @@ once the networks exist, ``loss`` / ``after_update`` inside :meth:`PlasticDQN.tr
 Code outside ``rlplast.agents`` reads the agent through public accessors only:
 :attr:`~PlasticDQN.n_updates`, :attr:`~PlasticDQN.stats_window_size`,
 :meth:`~PlasticDQN.replay_size`, :meth:`~PlasticDQN.replay_states` and
-:meth:`~PlasticDQN.pop_train_stats`.
+:meth:`~PlasticDQN.pop_train_stats`; interventions that start a fresh agent use
+:meth:`~PlasticDQN.clear_replay` and :meth:`~PlasticDQN.restart_schedules`.
 
 **Callbacks.** :meth:`PlasticDQN.learn` is SB3's off-policy loop plus one event: after every
 collect-and-train iteration (where no update is half done, so a checkpoint captures the whole
@@ -85,6 +86,9 @@ class PlasticDQN(LeanDQNMixin, DQN):
     #: continued run on its original schedule: past this many steps the progress SB3 passes to the
     #: schedules is negative, and SB3's linear schedules (DQN's exploration rate) stay at their end.
     schedule_timesteps: int | None = None
+    #: Env step from which SB3's progress-dependent schedules (exploration rate, learning rate)
+    #: count: 0, as in SB3, until :meth:`restart_schedules` moves it to the step of a restart.
+    schedule_start: int = 0
 
     def __init__(self, *args: Any, interventions: Sequence[Intervention] = (), **kwargs: Any) -> None:
         self.interventions: list[Intervention] = list(interventions)
@@ -148,6 +152,34 @@ class PlasticDQN(LeanDQNMixin, DQN):
         )
         actions = th.as_tensor(buffer.actions[indices, env_indices].reshape(-1), device=device).long()
         return obs, actions
+
+    def clear_replay(self) -> None:
+        """Empty the replay buffer, as a fresh agent's: no transition stored so far is sampled again.
+
+        The buffer keeps its capacity and arrays (SB3's ``reset``: write position 0, not full), so
+        :meth:`replay_size` is 0 until new transitions are stored.
+        """
+        assert self.replay_buffer is not None, "the model has no replay buffer"
+        self.replay_buffer.reset()
+
+    def restart_schedules(self) -> None:
+        """Restart, at the current env step, the schedules a fresh agent starts with.
+
+        SB3's training progress is counted from :attr:`schedule_start`, set here to the current
+        step: the exploration rate starts again from ``exploration_initial_eps`` and decays to
+        ``exploration_final_eps`` over the same number of steps as at the start of the run
+        (``exploration_fraction`` × the schedule's budget; a learning-rate schedule restarts
+        likewise). ``learning_starts`` moves forward by the steps since the previous start, so the
+        agent again acts uniformly at random and makes no update until it has collected
+        ``learning_starts`` new transitions (from the next collect-and-train iteration on). The
+        target network's update period keeps counting.
+        """
+        self.learning_starts += self.num_timesteps - self.schedule_start
+        self.schedule_start = self.num_timesteps
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        # The schedules' progress counts from schedule_start (0 unless restarted: SB3's own).
+        super()._update_current_progress_remaining(num_timesteps - self.schedule_start, total_timesteps)
 
     # ------------------------------------------------------------------ the training loop
     def learn(  # type: ignore[override]

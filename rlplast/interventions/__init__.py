@@ -13,6 +13,7 @@ Example:
 """
 
 from rlplast.interventions import (  # noqa: F401  (imported to register)
+    from_scratch,
     full_reset,
     l2_init,
     nc_regularizer,

@@ -34,6 +34,7 @@ from rlplast.interventions import (
 FAST: dict[str, dict[str, Any]] = {
     "reset_last_layers": {"every_steps": 200, "when": "both", "n_layers": 2},
     "full_reset": {"every_steps": 200, "when": "both"},
+    "from_scratch": {"every_steps": 200, "when": "both"},
     "shrink_perturb": {"every_steps": 200, "when": "both"},
     "redo": {"every_updates": 20, "batch_size": 64},
     "l2_init": {"coef": 1e-2},
