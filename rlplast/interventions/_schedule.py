@@ -98,14 +98,15 @@ class ScheduledIntervention(Intervention, abc.ABC):
         self._fire_at(num_timesteps)
 
     def _fire_at(self, num_timesteps: int) -> None:
-        self.fire()
+        with self.random_stream():  # a population member's re-draws come from its own stream
+            self.fire()
         self.fires += 1
         self.last_fired_step = num_timesteps
         self._updates_since_fire = 0
 
     @abc.abstractmethod
     def fire(self) -> None:
-        """Apply the intervention now (subclasses)."""
+        """Apply the intervention now (subclasses; runs inside :meth:`random_stream`)."""
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

@@ -13,7 +13,16 @@ An intervention is a dataclass whose fields are its config parameters, registere
 plus :meth:`Intervention.log_values` once per logging step and :meth:`Intervention.state_dict` /
 :meth:`Intervention.load_state_dict` for checkpoints. After ``setup``, :attr:`Intervention.online_net`,
 :attr:`Intervention.target_net`, :attr:`Intervention.last_layer` and :attr:`Intervention.optimizer`
-reach the parts of the agent an intervention changes.
+reach the parts of the agent an intervention changes, and :meth:`Intervention.parameters_for_loss`,
+:meth:`Intervention.add_feature_gradient` and :meth:`Intervention.random_stream` cover what a loss
+term or a random draw needs.
+
+The same class runs in a single run and in a population (:mod:`rlplast.population`): there every
+member gets its own instance, set up on the member's view (``Population.member(i)``), which offers
+the same helpers on that member's slices. An intervention that uses only the helpers (and the model
+attributes listed in ``docs/interventions.md``) works in both; one that cannot work per member sets
+:attr:`Intervention.per_member` to False and says why in :attr:`Intervention.per_member_reason`, and
+a population refuses it when it is built.
 
 Parameters are checked by :func:`build_intervention` with the checker config sections use
 (:func:`rlplast.fields.check_value`): the annotation gives the type, ``config_field`` metadata
@@ -23,8 +32,10 @@ loader builds every listed intervention once, so a bad spec fails when the confi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -59,10 +70,20 @@ class Intervention:
         ...
         ...     @torch.no_grad()
         ...     def after_update(self, n_updates, num_timesteps):
-        ...         self.last_layer.weight.add_(torch.randn_like(self.last_layer.weight), alpha=self.std)
+        ...         with self.random_stream():  # a population member draws from its own stream
+        ...             noise = torch.randn_like(self.last_layer.weight)
+        ...         self.last_layer.weight.add_(noise, alpha=self.std)
     """
 
     name: ClassVar[str] = ""
+    #: Whether the intervention can run per member of a population (on a member's view, with its
+    #: own instance). True for every intervention that reaches the agent only through the helpers
+    #: below; a class that needs something a member view cannot offer (e.g. the whole replay
+    #: buffer object, the env, another member) sets it to False, and a population refuses it when
+    #: it is built, with :attr:`per_member_reason` in the message.
+    per_member: ClassVar[bool] = True
+    #: Why the intervention cannot run per member (shown when a population refuses it).
+    per_member_reason: ClassVar[str] = ""
 
     # ------------------------------------------------------------------------------ hooks
     def setup(self, model: PlasticDQN) -> None:
@@ -133,8 +154,63 @@ class Intervention:
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer of the online network (``model.policy.optimizer``; Adam by default)."""
+        """The optimizer of the online network (``model.policy.optimizer``; Adam by default).
+
+        In a population, the member's Adam state: ``optimizer.state[p]`` for the member's
+        parameters, where ``pop(p)`` / ``clear()`` restart exactly that member's moments and steps.
+        """
         return self._require_model().policy.optimizer
+
+    def parameters_for_loss(self) -> list[torch.Tensor]:
+        """The online network's parameters, differentiable in this update's autograd graph.
+
+        Use these (not ``online_net.parameters()``) in a :meth:`loss` term that depends on the
+        parameters themselves (e.g. a distance to θ₀). In a single run they are the online
+        network's parameters; in a population they are slices of the stacked parameter tensors,
+        made anew on every call, through which the term's gradient reaches the member's weights (a
+        member view's own parameters are aliases outside the stack's autograd graph). Same order
+        and shapes as ``online_net.parameters()``.
+        """
+        model = self._require_model()
+        member = getattr(model, "parameters_for_loss", None)
+        if member is not None:
+            return member()
+        return list(self.online_net.parameters())
+
+    def add_feature_gradient(self, features: torch.Tensor, grad: torch.Tensor) -> None:
+        """Add ``grad`` to the gradient of ``features`` in this update's ``backward()``.
+
+        For a :meth:`loss` that computes its own gradient with respect to the penultimate
+        features it was given (instead of returning a differentiable term): the same parameter
+        update as adding a term whose gradient is ``grad``. In a single run this registers a
+        tensor hook on ``features``; in a population ``features`` is the member's slice of the
+        stacked features, which is not itself part of the TD loss's graph (a hook on it would never
+        run), so the member's gradient is added to the stacked features' gradient instead.
+
+        Args:
+            features: the ``features`` argument of :meth:`loss`.
+            grad: a tensor shaped like ``features``.
+        """
+        # Works before setup too (a loss called on plain tensors, as the supervised track does).
+        member = getattr(self.__dict__.get("model"), "add_feature_gradient", None)
+        if member is not None:
+            member(features, grad)
+        else:
+            features.register_hook(lambda g: g + grad)
+
+    def random_stream(self) -> AbstractContextManager[None]:
+        """A context in which torch's global random generator draws for this agent.
+
+        Wrap the draws an event makes (``reset_parameters()``, ``torch.randn``...) in
+        ``with self.random_stream():``. In a single run this does nothing: the run's global torch
+        RNG is the stream (seeded by the run's seed). In a population it swaps in the member's own
+        stream (seeded from the member's seed), so a member's draws depend on nothing but its seed
+        and its own events, not on what the other members drew. Before setup it does nothing.
+        """
+        member = getattr(self.__dict__.get("model"), "random_stream", None)
+        if member is not None:
+            return member()
+        return contextlib.nullcontext()
 
 
 def output_layer(q_net: nn.Module) -> nn.Linear:

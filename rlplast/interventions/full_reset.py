@@ -28,10 +28,9 @@ class FullReset(ScheduledIntervention):
     @torch.no_grad()
     def fire(self) -> None:
         """Reset the network now."""
-        policy = self.model.policy
-        reinitialise(policy.q_net)
-        copy_parameters(policy.q_net, policy.q_net_target)
-        policy.optimizer.state.clear()
+        reinitialise(self.online_net)
+        copy_parameters(self.online_net, self.target_net)
+        self.optimizer.state.clear()
 
     def log_values(self) -> dict[str, float]:
         return {"intervention/full_resets": float(self.fires)}

@@ -23,8 +23,10 @@ class L2Init(Intervention):
 
     ``θ₀`` is a snapshot of the online Q-network's parameters taken at setup (that is, at
     initialisation) and is stored in :meth:`state_dict`, so a resumed run keeps the same anchor.
-    The term is added to the TD loss on every gradient step. Logs ``train/l2_init_loss`` (mean of the
-    term since the last log) and ``train/l2_init_distance`` (‖θ − θ₀‖ at the last update).
+    The term is added to the TD loss on every gradient step; it differentiates through
+    :meth:`parameters_for_loss` (in a population: slices of the stacked parameters). Logs
+    ``train/l2_init_loss`` (mean of the term since the last log) and ``train/l2_init_distance``
+    (‖θ − θ₀‖ at the last update).
     """
 
     coef: float = field(
@@ -42,15 +44,14 @@ class L2Init(Intervention):
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
-        self._params = list(model.policy.q_net.parameters())
+        self._params = list(self.online_net.parameters())
         self.theta0 = [p.detach().clone() for p in self._params]
 
     def loss(
         self, batch: ReplayBufferSamples, features: torch.Tensor, q_values: torch.Tensor
     ) -> torch.Tensor | None:
-        sq_dist = torch.stack(
-            [(p - p0).pow(2).sum() for p, p0 in zip(self._params, self.theta0, strict=True)]
-        )
+        params = self.parameters_for_loss()
+        sq_dist = torch.stack([(p - p0).pow(2).sum() for p, p0 in zip(params, self.theta0, strict=True)])
         sq_dist = sq_dist.sum()
         term = self.coef * sq_dist
         self._loss_sum = self._loss_sum + term.detach()

@@ -96,7 +96,7 @@ class NCRegularizer(Intervention):
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
-        self.num_classes = int(model.action_space.n)  # type: ignore[attr-defined]
+        self.num_classes = int(self.model.action_space.n)  # type: ignore[attr-defined]
 
     def term(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The loss term ``−coef · min(NC1, cap)`` (0 where NC1 is undefined), features' dtype.
@@ -131,10 +131,11 @@ class NCRegularizer(Intervention):
         """The term's gradient, added to the features' gradient by a tensor hook (``pinv``).
 
         The term's *value* never enters the TD loss that is logged, so for ``variant=pinv`` nothing is
-        added to the loss graph: the closed-form ``∂term/∂features`` is computed here and a hook on
-        ``features`` adds it during ``backward()`` — the same parameter update as adding
-        :meth:`term` to the loss (tested), without an autograd node, a loss addition or a
-        gradient accumulation per step. ``variant=quotient`` returns :meth:`term`.
+        added to the loss graph: the closed-form ``∂term/∂features`` is computed here and
+        :meth:`add_feature_gradient` adds it to the features' gradient during ``backward()`` (a
+        tensor hook in a single run; in a population, on the stacked features) — the same
+        parameter update as adding :meth:`term` to the loss (tested), without an autograd node, a
+        loss addition or a gradient accumulation per step. ``variant=quotient`` returns :meth:`term`.
         """
         num_classes = self.num_classes or q_values.shape[1]
         if self.variant != "pinv" or not features.requires_grad:
@@ -142,7 +143,7 @@ class NCRegularizer(Intervention):
         value, grad = nc1_penalty_grad(features, batch.actions, num_classes, self.n_min, self.coef, self.cap)
         self._record(value)
         if grad is not None:
-            features.register_hook(lambda g: g + grad)
+            self.add_feature_gradient(features, grad)
         return None
 
     def _fold(self) -> None:

@@ -31,8 +31,10 @@ class ReDo(Intervention):
 
     Hidden layers are the ``nn.Linear`` layers of the online network whose outputs feed the next
     ``nn.Linear`` unit for unit (an MLP's hidden layers); convolutions are not recycled.
-    Observations are drawn with the intervention's own ``numpy`` generator (seeded by ``seed``),
-    so the global NumPy RNG — and thus the replay sampling of training — is untouched.
+    Observations are drawn with the intervention's own ``numpy`` generator (seeded by ``seed``)
+    through the model's public replay accessors (``replay_size()``, ``replay_states()``), so the
+    global NumPy RNG — and thus the replay sampling of training — is untouched, and a population
+    member samples its own replay the same way.
 
     Logs ``intervention/redo_dormant_fraction`` (over all hidden units, at the latest check),
     ``intervention/redo_units_reset`` (units recycled so far) and ``intervention/redo_checks``.
@@ -67,7 +69,7 @@ class ReDo(Intervention):
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
-        self.q_net = model.policy.q_net
+        self.q_net = self.online_net
         layers = [m for _, m in linear_layers(self.q_net)]
         # (layer, next layer) pairs; whether the next layer consumes the layer's units one to one
         # is checked on the first forward pass (shape of the next layer's input).
@@ -82,26 +84,19 @@ class ReDo(Intervention):
                 self.recycle(obs)
 
     def sample_observations(self) -> Any:
-        """``batch_size`` observations from the replay buffer (own RNG), as tensors; None if empty."""
-        rb = self.model.replay_buffer
-        upper = rb.buffer_size if rb.full else rb.pos
+        """``batch_size`` observations from the replay buffer (own RNG), as tensors; None if empty.
+
+        Positions and envs are drawn with :attr:`rng`; the observations come through the model's
+        ``replay_states`` (normalised as the network sees them in training) on the model's device.
+        """
+        model = self.model
+        upper = model.replay_size()
         if upper == 0:
             return None
         idx = self.rng.integers(0, upper, size=self.batch_size)
-        env_idx = self.rng.integers(0, rb.n_envs, size=self.batch_size)
-        stored = rb.observations
-        obs = (
-            {k: v[idx, env_idx] for k, v in stored.items()}
-            if isinstance(stored, dict)
-            else stored[idx, env_idx]
-        )
-        vec_normalize = self.model.get_vec_normalize_env()
-        if vec_normalize is not None:
-            obs = vec_normalize.normalize_obs(obs)
-        device = self.model.device
-        if isinstance(obs, dict):
-            return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
-        return torch.as_tensor(obs, device=device)
+        env_idx = self.rng.integers(0, model.n_envs, size=self.batch_size)
+        obs, _ = model.replay_states(idx, env_idx, normalize=True)
+        return obs
 
     # ------------------------------------------------------------------ the method
     def hidden_activations(self, obs: Any) -> list[torch.Tensor | None]:
@@ -141,7 +136,7 @@ class ReDo(Intervention):
     def recycle(self, obs: Any) -> list[torch.Tensor | None]:
         """Score the units on ``obs`` and recycle the dormant ones; returns the masks."""
         masks = self.dormant_masks(obs)
-        state = self.model.policy.optimizer.state
+        state = self.optimizer.state
         n_dormant: torch.Tensor | int = 0
         n_units = 0
         # Incoming weights first, for every layer; then outgoing weights, so that a dormant unit's
@@ -149,7 +144,8 @@ class ReDo(Intervention):
         for (layer, _), fresh, mask in zip(self._pairs, self._fresh, masks, strict=True):
             if mask is None:
                 continue
-            new = fresh.draw()
+            with self.random_stream():  # a population member draws from its own stream
+                new = fresh.draw()
             rows = mask[:, None]
             layer.weight.copy_(torch.where(rows, new["weight"], layer.weight))
             _zero_moments(state, layer.weight, rows)

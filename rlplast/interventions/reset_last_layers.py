@@ -50,8 +50,7 @@ class ResetLastLayers(ScheduledIntervention):
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
-        q_net = model.policy.q_net
-        layers = linear_layers(q_net)
+        layers = linear_layers(self.online_net)
         if self.n_layers > len(layers):
             raise UserError(
                 f"intervention '{self.name}': n_layers={self.n_layers} but the Q-network has only "
@@ -63,11 +62,10 @@ class ResetLastLayers(ScheduledIntervention):
     @torch.no_grad()
     def fire(self) -> None:
         """Reset the chosen layers now."""
-        policy = self.model.policy
         for layer in self._layers:
             reinitialise(layer)
-            drop_optimizer_state(policy.optimizer, layer.parameters())
-        copy_parameters(policy.q_net, policy.q_net_target, self.layer_names)
+            drop_optimizer_state(self.optimizer, layer.parameters())
+        copy_parameters(self.online_net, self.target_net, self.layer_names)
 
     def log_values(self) -> dict[str, float]:
         return {"intervention/resets": float(self.fires)}

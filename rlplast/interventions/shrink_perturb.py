@@ -82,10 +82,10 @@ class ShrinkPerturb(ScheduledIntervention):
 
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
-        q_net = model.policy.q_net
+        q_net = self.online_net
         self._fresh = FreshInit(q_net)
         covered = covered_parameter_names(q_net)
-        target_params = dict(model.policy.q_net_target.named_parameters())
+        target_params = dict(self.target_net.named_parameters())
         # Every parameter an initialiser covers: names, online and target tensors (same order).
         self._names = [n for n, _ in q_net.named_parameters() if n in covered]
         self._online = [p for n, p in q_net.named_parameters() if n in covered]
