@@ -131,6 +131,13 @@ class TrainConfig:
         "a non-finite loss, gradient norm or parameter: checkpoint and stop, or log it and continue",
         choices=["stop", "continue"],
     )
+    engine: str = config_field(
+        "single",
+        "how rlplast compare trains a method's seeds: single (one PlasticDQN process per run) or "
+        "population (all seeds of a method in lock-step in one process; docs/population.md); "
+        "rlplast train always trains one PlasticDQN",
+        choices=["single", "population"],
+    )
 
 
 @dataclass

@@ -37,7 +37,7 @@ from rlplast.threads import set_cpu_threads
 
 if TYPE_CHECKING:
     from rlplast.agents import PlasticDQN
-    from rlplast.callbacks import MetricsProbe
+    from rlplast.callbacks import EpisodeLog, MetricsProbe
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -582,14 +582,9 @@ def train(
     """
     from rlplast.callbacks import (
         Checkpoints,
-        EpisodeLog,
-        Evaluation,
-        LogRows,
-        Metrics,
-        NonFiniteGuard,
         Progress,
         RunCallbacks,
-        StepRecord,
+        RunWriters,
         StopRequest,
         TaskSwitches,
     )
@@ -602,31 +597,32 @@ def train(
         tensorboard=cfg.output.tensorboard,
         resume_step=None if resume is None else int(resume.callback_state["last_log_step"]),
     )
-    record = StepRecord()  # the current task, read once per step by RunCallbacks
     stop = StopRequest()  # set by signals or NonFiniteGuard; Checkpoints then checkpoints and stops
-    episodes = EpisodeLog(run_dir / "episodes.csv", model.stats_window_size, record)
-    metrics = Metrics(probe, cfg.metrics.every_steps) if probe is not None else None
-    # greedy returns on every task seen so far, on env copies of its own (eval.enabled)
-    evaluation = (
-        Evaluation(cfg.eval, lambda: make_env(cfg), cfg.train.seed, record, cfg.train.total_steps)
-        if cfg.eval.enabled
-        else None
-    )
-    guard = NonFiniteGuard(stop if cfg.train.on_nonfinite == "stop" else None)
     progress = Progress(cfg.train.total_steps) if cfg.train.progress and not quiet else None
-    row_callbacks = [c for c in (guard, metrics, evaluation, progress) if c is not None]
-    rows = LogRows(run_logger, cfg.train.log_every_steps, record, episodes, stop, row_callbacks)
+    # the run directory's writers (shared with the population engine): the step record, episodes,
+    # rows and their row callbacks (non-finite guard, metrics, evaluation, then the progress bar)
+    writers = RunWriters.build(
+        cfg,
+        run_dir,
+        run_logger,
+        model.stats_window_size,
+        probe,
+        stop,
+        make_env=lambda: make_env(cfg),
+        extra_row_callbacks=[progress] if progress is not None else None,
+    )
+    record, episodes, rows = writers.record, writers.episodes, writers.rows
     checkpoints = Checkpoints(
         run_dir / "checkpoints",
         every_steps=cfg.checkpoint.every_steps,
         keep=cfg.checkpoint.keep,
         total_steps=cfg.train.total_steps,
         config_text=dump_config(cfg),
-        parts=[record, episodes, rows, *(c for c in (metrics, evaluation) if c is not None)],
+        parts=writers.parts,
         before_save=[episodes.flush],
         stop=stop,
     )
-    children = [TaskSwitches(), episodes, metrics, evaluation, guard, rows, progress, checkpoints]
+    children = [TaskSwitches(), *writers.callbacks, progress, checkpoints]
     callback = RunCallbacks([c for c in children if c is not None], record)
     if resume is not None:
         checkpoints.load_callback_state(resume.callback_state)
@@ -634,7 +630,7 @@ def train(
 
     # learn
     try:
-        with _stop_on_signals(stop) as received:
+        with stop_on_signals(stop) as received:
             model.learn(
                 cfg.train.total_steps - model.num_timesteps,
                 callback=callback,
@@ -643,8 +639,7 @@ def train(
             )
     finally:
         run_logger.close()
-        if evaluation is not None:
-            evaluation.close()
+        writers.close()
     if stop.reason is not None:
         code = SIGNAL_EXIT_CODES.get(signal.Signals(received[0]), 1) if received else 1
         raise TrainingStopped(
@@ -656,37 +651,78 @@ def train(
     # outputs
     if cfg.output.save_model:
         model.save(run_dir / "model.zip")
-    wall = rows.elapsed()
-    summary = {
-        "final_return": episodes.window_return(),
-        "final_return_window": model.stats_window_size,
-        "mean_return": episodes.mean_return(),
-        "episodes": episodes.count,
-        "returns_per_task": episodes.returns_per_task(),
-        "steps": int(model.num_timesteps),
-        "updates": int(model.n_updates),
-        "wall_time_s": wall,
-        "steps_per_s": model.num_timesteps / wall if wall > 0 else None,
-        "resumed": resume is not None,
-        # The budget the exploration schedule spans: train.total_steps, or the original budget
-        # of a run continued with --total-steps.
-        "schedule_total_steps": model.schedule_timesteps or cfg.train.total_steps,
-        "seed": cfg.train.seed,
-        "device": str(model.device),
-        "env": cfg.env.id,
-        "interventions": [spec.get("name") for spec in cfg.interventions],
-        # Why some metric values are NaN, once each ("metrics: ..."), e.g. fewer than 2 action classes.
-        "notes": probe.notes() if probe is not None else [],
-        "versions": package_versions(),
-    }
+    summary = run_summary(
+        cfg,
+        episodes,
+        rows.elapsed(),
+        steps=model.num_timesteps,
+        updates=model.n_updates,
+        window=model.stats_window_size,
+        device=str(model.device),
+        probe=probe,
+        resumed=resume is not None,
+        schedule_total_steps=model.schedule_timesteps,
+    )
     atomic_write_json(run_dir / "summary.json", summary)
     assert model.env is not None
     model.env.close()
     return summary
 
 
+def run_summary(
+    cfg: Config,
+    episodes: EpisodeLog,
+    wall_time_s: float,
+    *,
+    steps: int,
+    updates: int,
+    window: int,
+    device: str,
+    probe: MetricsProbe | None,
+    resumed: bool,
+    schedule_total_steps: int | None = None,
+) -> dict[str, Any]:
+    """A finished run's ``summary.json`` (one definition for every engine that writes run dirs).
+
+    Args:
+        cfg: the run's config.
+        episodes: its episode log (returns, per task, the final window).
+        wall_time_s: wall-clock seconds of training (earlier sessions of a resumed run included).
+        steps: env steps taken.
+        updates: gradient updates made.
+        window: episodes the final return averages over (SB3's ``stats_window_size``).
+        device: the torch device trained on.
+        probe: the metrics probe (its NaN notes), or None without metrics.
+        resumed: whether the run was resumed from a checkpoint.
+        schedule_total_steps: the budget the exploration schedule spans when it is not
+            ``train.total_steps`` (a run continued with ``--total-steps``).
+    """
+    return {
+        "final_return": episodes.window_return(),
+        "final_return_window": window,
+        "mean_return": episodes.mean_return(),
+        "episodes": episodes.count,
+        "returns_per_task": episodes.returns_per_task(),
+        "steps": int(steps),
+        "updates": int(updates),
+        "wall_time_s": wall_time_s,
+        "steps_per_s": steps / wall_time_s if wall_time_s > 0 else None,
+        "resumed": resumed,
+        # The budget the exploration schedule spans: train.total_steps, or the original budget
+        # of a run continued with --total-steps.
+        "schedule_total_steps": schedule_total_steps or cfg.train.total_steps,
+        "seed": cfg.train.seed,
+        "device": device,
+        "env": cfg.env.id,
+        "interventions": [spec.get("name") for spec in cfg.interventions],
+        # Why some metric values are NaN, once each ("metrics: ..."), e.g. fewer than 2 action classes.
+        "notes": probe.notes() if probe is not None else [],
+        "versions": package_versions(),
+    }
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: Any) -> Iterator[list[int]]:
+def stop_on_signals(stop: Any) -> Iterator[list[int]]:
     """SIGINT and SIGTERM request a stop (checkpoint, then stop) instead of killing the process.
 
     Yields the signals received. Outside the main thread (e.g. some Ray workers) handlers cannot be

@@ -9,19 +9,23 @@
 * :class:`Progress` — the progress bar;
 * :class:`Checkpoints` — checkpoints at iteration ends; stops training when a stop is requested.
 
+:class:`RunWriters` builds the callbacks that write a run directory (record, episodes, rows and
+their row callbacks) once for both engines: ``rlplast train`` and the population engine.
+
 :class:`RunCallbacks` (a ``CallbackList``) reads each env step's ``infos`` once into a shared
 :class:`StepRecord` and calls each callback only for the events it defines (see
 :mod:`rlplast.callbacks.base`); :func:`rlplast.train.train` puts them together.
 """
 
 from rlplast.callbacks.base import RunCallback, RunCallbacks, Stateful, StepRecord, StopRequest
-from rlplast.callbacks.checkpoints import Checkpoints
+from rlplast.callbacks.checkpoints import Checkpoints, checkpoint_due
 from rlplast.callbacks.episodes import EPISODES_HEADER, EpisodeLog, TaskSwitches
 from rlplast.callbacks.eval import Evaluation
 from rlplast.callbacks.guard import NonFiniteGuard
 from rlplast.callbacks.metrics import Metrics, MetricsProbe
 from rlplast.callbacks.progress import Progress
 from rlplast.callbacks.rows import LogRows, RowCallback
+from rlplast.callbacks.writers import RunWriters
 
 __all__ = [
     "EPISODES_HEADER",
@@ -36,8 +40,10 @@ __all__ = [
     "RowCallback",
     "RunCallback",
     "RunCallbacks",
+    "RunWriters",
     "Stateful",
     "StepRecord",
     "StopRequest",
     "TaskSwitches",
+    "checkpoint_due",
 ]

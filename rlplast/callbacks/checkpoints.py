@@ -12,6 +12,17 @@ if TYPE_CHECKING:
     from rlplast.agents import PlasticDQN
 
 
+def checkpoint_due(step: int, last_checkpoint_step: int, every_steps: int, total_steps: int) -> bool:
+    """Whether an iteration end at ``step`` is due for a periodic checkpoint.
+
+    Due at the first iteration end at or past each multiple of ``every_steps`` and at the run's
+    last one (``step >= total_steps``); never with ``every_steps == 0`` (checkpoints only on a stop).
+    """
+    if not every_steps:
+        return False
+    return step // every_steps > last_checkpoint_step // every_steps or step >= total_steps
+
+
 class Checkpoints(RunCallback):
     """Writes ``checkpoints/ckpt-<step>.pkl`` at the end of collect-and-train iterations.
 
@@ -59,8 +70,7 @@ class Checkpoints(RunCallback):
     def on_iteration_end(self) -> bool:
         """Checkpoint when due; ``False`` (stop training) after a requested stop."""
         step = self.model.num_timesteps
-        every = self.every
-        due = bool(every) and (step // every > self.last_checkpoint_step // every or step >= self.total_steps)
+        due = checkpoint_due(step, self.last_checkpoint_step, self.every, self.total_steps)
         if due or self.stop.reason is not None:
             self.save(step)
         return self.stop.reason is None

@@ -19,7 +19,14 @@ Example:
 """
 
 from rlplast.population.adam import MemberAdamState, StackedAdam
-from rlplast.population.engine import DQNSettings, MemberView, Population, PopulationCallback, StepResult
+from rlplast.population.engine import (
+    DQNSettings,
+    MemberFailure,
+    MemberView,
+    Population,
+    PopulationCallback,
+    StepResult,
+)
 from rlplast.population.envs import Episode, EpisodeTracker, TaskSwitch, make_member_envs
 from rlplast.population.nets import StackedQNetwork, build_member_networks
 from rlplast.population.replay import (
@@ -35,6 +42,7 @@ __all__ = [
     "Episode",
     "EpisodeTracker",
     "MemberAdamState",
+    "MemberFailure",
     "MemberView",
     "Population",
     "PopulationCallback",

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
     from rlplast.config import Config
 
-__all__ = ["DQNSettings", "MemberView", "Population", "PopulationCallback", "StepResult"]
+__all__ = ["DQNSettings", "MemberFailure", "MemberView", "Population", "PopulationCallback", "StepResult"]
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,8 @@ class Population:
         self._grad_norm_sum = torch.zeros_like(self._loss_sum)
         self._stat_count = 0
         self._views: dict[int, MemberView] = {}
+        #: Members whose own code failed (see :meth:`fail_member`), by index.
+        self.failures: dict[int, MemberFailure] = {}
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -293,17 +296,9 @@ class Population:
             device: overrides ``cfg.train.device``.
             env: overrides the env made from ``cfg.env``.
         """
-        from rlplast.agents.minatar_cnn import MinAtarCNN
-        from rlplast.train import ACTIVATIONS, resolve_device
+        from rlplast.train import policy_kwargs, resolve_device
 
         a = cfg.agent
-        policy_kwargs: dict[str, Any] = {
-            "net_arch": list(a.net_arch),
-            "activation_fn": ACTIVATIONS[a.activation],
-        }
-        if a.features_extractor == "minatar_cnn":
-            policy_kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
-        policy_kwargs["optimizer_kwargs"] = {"fused": a.optimizer_impl == "fused"}
         hyper = {f.name: getattr(a, f.name) for f in fields(DQNSettings)}
         return cls(
             a.policy,
@@ -311,7 +306,9 @@ class Population:
             seeds,
             env_kwargs=cfg.env.kwargs,
             env_import=cfg.env.import_module,
-            policy_kwargs=policy_kwargs,
+            # The single run's own policy_kwargs: an option the stacked networks cannot take is
+            # refused (UserError), never silently dropped.
+            policy_kwargs=policy_kwargs(cfg),
             device=resolve_device(device or cfg.train.device),
             **hyper,
         )
@@ -395,10 +392,12 @@ class Population:
         next_obs, rewards, terminated, truncated, infos = self.envs.step(host_actions)
         self.num_timesteps += 1
         self.last_step = StepResult(host_actions, rewards, terminated, truncated, infos)
+        done = terminated | truncated
+        # Episodes and tasks are accounted before the callback, as SB3's Monitor records an
+        # episode inside env.step: a callback sees the episodes that ended at this step.
+        self.tracker.update(self.num_timesteps, rewards, done, infos)
         if callback.on_step(self) is False:
             return False
-        done = terminated | truncated
-        self.tracker.update(self.num_timesteps, rewards, done, infos)
 
         # Store: TimeLimit truncation is an episode end but no terminal (SB3's timeouts).
         flags = self._flags
@@ -482,6 +481,117 @@ class Population:
     def close(self) -> None:
         """Close the members' envs."""
         self.envs.close()
+
+    # ------------------------------------------------------------------ member failures
+    def fail_member(self, index: int, error: BaseException | str) -> None:
+        """Record that member ``index`` failed in code of its own (an intervention, a metric, ...).
+
+        The member keeps training in the stack — its slices never mix with the others' (per-member
+        losses, gradients, clipping and Adam), so a NaN there stays there — but whoever writes its
+        results discards them. The first failure of a member is kept.
+
+        Args:
+            index: the member.
+            error: the exception (its traceback is kept) or a one-line reason.
+        """
+        if index not in self.failures:
+            self.failures[index] = MemberFailure.of(error)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state at an iteration end, for exact resume (host copies of tensors).
+
+        Stacked online, target and initial parameters, the Adam state, the replay contents, the
+        random streams, the members' envs (the vector env object itself, with its envs' task
+        schedules and RNGs), the episode tracker, the counters and the statistics since the last
+        :meth:`pop_train_stats`. Interventions keep their own state.
+        """
+        return {
+            "seeds": list(self.seeds),
+            "params": [p.detach().cpu().clone() for p in self.net.params],
+            "target_params": [p.cpu().clone() for p in self.net.target_params],
+            "init_params": [p.cpu().clone() for p in self.init_params],
+            "optimizer": {k: _to_cpu(v) for k, v in self.optimizer.state_dict().items()},
+            "replay": self.replay.state_dict(),
+            "explore": self._explore.state_dict(),
+            "replay_rng": self._replay_rng.state_dict(),
+            "envs": self.envs,
+            "tracker": self.tracker,
+            "obs": None if self._obs is None else self._obs.cpu(),
+            "counters": {
+                "num_timesteps": self.num_timesteps,
+                "n_updates": self.n_updates,
+                "exploration_rate": self.exploration_rate,
+                "n_calls": self._n_calls,
+                "total_timesteps": self._total_timesteps,
+                "first_reset": self._first_reset,
+                "stat_count": self._stat_count,
+            },
+            "loss_sum": self._loss_sum.cpu(),
+            "grad_norm_sum": self._grad_norm_sum.cpu(),
+            "failures": dict(self.failures),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this population (built with the same settings and seeds).
+
+        Tensors are copied in place, so member views stay valid; the envs are replaced by the
+        checkpoint's (the ones built with the population are closed).
+
+        Raises:
+            ValueError: the state is of a population with other seeds.
+        """
+        if list(state["seeds"]) != list(self.seeds):
+            raise ValueError(f"checkpoint of seeds {state['seeds']}, population of seeds {self.seeds}")
+        for dst, src in zip(self.net.params, state["params"], strict=True):
+            dst.detach().copy_(src)
+        for dst, src in zip(self.net.target_params, state["target_params"], strict=True):
+            dst.copy_(src)
+        for dst, src in zip(self.init_params, state["init_params"], strict=True):
+            dst.copy_(src)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self._explore.load_state_dict(state["explore"])
+        self._replay_rng.load_state_dict(state["replay_rng"])
+        if state["envs"] is not self.envs:
+            self.envs.close()
+            self.envs = state["envs"]
+        self.tracker = state["tracker"]
+        self._obs = None if state["obs"] is None else state["obs"].to(self.device)
+        c = state["counters"]
+        self.num_timesteps, self.n_updates = int(c["num_timesteps"]), int(c["n_updates"])
+        self.exploration_rate = float(c["exploration_rate"])
+        self._n_calls, self._total_timesteps = int(c["n_calls"]), int(c["total_timesteps"])
+        self._first_reset, self._stat_count = bool(c["first_reset"]), int(c["stat_count"])
+        self._loss_sum.copy_(state["loss_sum"])
+        self._grad_norm_sum.copy_(state["grad_norm_sum"])
+        self.failures = dict(state["failures"])
+
+
+@dataclass(frozen=True)
+class MemberFailure:
+    """Why a member failed: one line, and the traceback when there was an exception."""
+
+    error: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, error: BaseException | str) -> MemberFailure:
+        """The failure of an exception (with its traceback) or of a one-line reason."""
+        if isinstance(error, str):
+            return cls(error.splitlines()[0] if error else "failed")
+        text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+        return cls(text, "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+def _to_cpu(value: Any) -> Any:
+    """Tensors (also inside lists and tuples) moved to the host; anything else as it is."""
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _adam_kwargs(optimizer_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
