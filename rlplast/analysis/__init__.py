@@ -7,9 +7,13 @@ live agents, and knows nothing of how the runs were scheduled. One module per st
 * :mod:`~rlplast.analysis.scores` — :class:`Scores`: one ``(n_runs, n_tasks)`` array per quantity
   (rliable's shape), with the run, method and seed of each row.
 * :mod:`~rlplast.analysis.stats` — IQM, bootstrap CIs, bands over seeds (CI from 3 seeds, min–max
-  of 2), t intervals, Pearson and Spearman.
+  of 2), t intervals, Pearson and Spearman; rliable's stratified bootstrap, performance profiles
+  and probability of improvement.
 * :mod:`~rlplast.analysis.aggregate` — IQM with a bootstrap CI over seeds (summary.csv's rows).
 * :mod:`~rlplast.analysis.correlations` — NC1 vs plasticity (correlations.csv's rows).
+* :mod:`~rlplast.analysis.continual` — the evaluation columns' scores: final performance,
+  forgetting, forward transfer, scores normalised to [random, from scratch], rliable's
+  performance profiles and probability of improvement (continual.csv, improvement.csv).
 * :mod:`~rlplast.analysis.labels` — readable titles and units of column keys, for figures.
 * :mod:`~rlplast.analysis.style` — paper sizes, fonts, the colour-blind-safe palette, method
   styles, PNG + PDF files.
@@ -28,6 +32,17 @@ Example:
 from __future__ import annotations
 
 from rlplast.analysis.aggregate import SUMMARY_COLUMNS, Cell, aggregate, format_cells, summary_cell
+from rlplast.analysis.continual import (
+    CONTINUAL_QUANTITIES,
+    DEFAULT_REFERENCE,
+    Continual,
+    EvalCurves,
+    continual_scores,
+    eval_curves,
+    forgetting,
+    learning_auc,
+    normalise,
+)
 from rlplast.analysis.correlations import (
     CORRELATION_COLUMNS,
     MIN_CORRELATION_N,
@@ -39,7 +54,15 @@ from rlplast.analysis.correlations import (
 )
 from rlplast.analysis.labels import axis_label, metric_title, metric_unit
 from rlplast.analysis.load import RunData, is_metric_column, load_run, load_sweep, method_order
-from rlplast.analysis.plots import plot_collapse, plot_nc1_vs_plasticity, plot_returns, use_log
+from rlplast.analysis.plots import (
+    plot_collapse,
+    plot_eval_returns,
+    plot_improvement,
+    plot_nc1_vs_plasticity,
+    plot_performance_profiles,
+    plot_returns,
+    use_log,
+)
 from rlplast.analysis.report import Report, build_report, write_report
 from rlplast.analysis.scores import (
     END_EPISODES,
@@ -55,13 +78,20 @@ from rlplast.analysis.stats import (
     N_BOOT,
     Band,
     Correlation,
+    Improvement,
+    Profile,
     band_label,
     bootstrap_ci,
+    improvement,
     interval_kind,
     iqm,
     pearson,
+    performance_profile,
+    probability_of_improvement,
+    score_distribution,
     seed_band,
     spearman,
+    stratified_bootstrap,
     t_interval,
 )
 from rlplast.analysis.style import ONE_COLUMN, PALETTE, TWO_COLUMN, method_styles, paper_style, save_figure
@@ -76,7 +106,9 @@ from rlplast.analysis.tables import (
 )
 
 __all__ = [
+    "CONTINUAL_QUANTITIES",
     "CORRELATION_COLUMNS",
+    "DEFAULT_REFERENCE",
     "END_EPISODES",
     "INTERVAL_LEGEND",
     "MAIN_METRICS",
@@ -92,9 +124,13 @@ __all__ = [
     "TWO_COLUMN",
     "Band",
     "Cell",
+    "Continual",
     "Correlation",
     "CorrelationRow",
+    "EvalCurves",
+    "Improvement",
     "NumberFormat",
+    "Profile",
     "Report",
     "RunData",
     "Scores",
@@ -105,15 +141,20 @@ __all__ = [
     "build_report",
     "column_format",
     "compute_scores",
+    "continual_scores",
     "correlation_points",
     "correlations",
     "csv_text",
+    "eval_curves",
+    "forgetting",
     "format_cells",
     "format_estimate",
     "format_number",
+    "improvement",
     "interval_kind",
     "iqm",
     "is_metric_column",
+    "learning_auc",
     "load_run",
     "load_sweep",
     "markdown_table",
@@ -121,15 +162,23 @@ __all__ = [
     "method_styles",
     "metric_title",
     "metric_unit",
+    "normalise",
     "order_quantities",
     "paper_style",
     "pearson",
+    "performance_profile",
     "plot_collapse",
+    "plot_eval_returns",
+    "plot_improvement",
     "plot_nc1_vs_plasticity",
+    "plot_performance_profiles",
     "plot_returns",
+    "probability_of_improvement",
     "save_figure",
+    "score_distribution",
     "seed_band",
     "spearman",
+    "stratified_bootstrap",
     "summary_cell",
     "t_interval",
     "task_scores",

@@ -6,7 +6,8 @@ live agents, and nothing here knows how the runs were scheduled.
 Metric columns: every column of a run's ``metrics.csv`` that is not one of
 :data:`rlplast.runlog.BASE_COLUMNS` (the step, the wall-clock columns ``time_s`` and
 ``steps_per_s``, ``shift/task_id``, the ``rollout/…`` statistics and DQN's ``train/loss``,
-``train/grad_norm``, ``train/n_updates``) and that holds at least one value. That is every
+``train/grad_norm``, ``train/n_updates``) or the evaluation's ``eval/…`` columns (see
+:mod:`rlplast.analysis.continual`) and that holds at least one value. That is every
 ``collapse/…`` and ``plasticity/…`` column, every key an intervention logs (``intervention/resets``,
 ``train/nc_reg_loss``, …) and every key a user metric returns (``custom/score``).
 
@@ -37,6 +38,7 @@ from rlplast.rundir import MANIFEST, SUMMARY, json_type, parse_run_name, read_ma
 from rlplast.runlog import BASE_COLUMNS
 
 __all__ = [
+    "EVAL_PREFIX",
     "RETURN_COLUMN",
     "STEP_COLUMN",
     "TASK_COLUMN",
@@ -57,9 +59,15 @@ RETURN_COLUMN = "rollout/ep_return_mean"
 _NOT_METRICS = frozenset(BASE_COLUMNS)
 
 
+#: Prefix of the evaluation columns (``eval/task_<k>/return``, ...): scored by
+#: :mod:`rlplast.analysis.continual`, not as metric columns.
+EVAL_PREFIX = "eval/"
+
+
 def is_metric_column(name: str) -> bool:
-    """Whether a metrics.csv column is a metric column (any column outside ``BASE_COLUMNS``)."""
-    return name not in _NOT_METRICS
+    """Whether a metrics.csv column is a metric column: any column outside ``BASE_COLUMNS`` and the
+    evaluation's ``eval/…`` columns."""
+    return name not in _NOT_METRICS and not name.startswith(EVAL_PREFIX)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The text of report.md: runs, task plasticity, metrics per task, correlations, figures.
+"""The text of report.md: runs, task plasticity, continual-learning evaluation, metrics per task,
+correlations, figures.
 
 Numbers come from :mod:`~rlplast.analysis.tables` (one format per column) and estimates from
 :func:`~rlplast.analysis.aggregate.format_cells` (CI, range or no interval, as
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlplast.analysis.aggregate import Cell, format_cells
+from rlplast.analysis.continual import CONTINUAL_QUANTITIES, RUN_MEAN_QUANTITIES, eval_settings
 from rlplast.analysis.correlations import MIN_CORRELATION_N
 from rlplast.analysis.scores import END_EPISODES, MAIN_METRICS, PAPER_PREFIXES, RETURN_QUANTITIES
 from rlplast.analysis.style import VECTOR_FORMAT
@@ -23,7 +25,7 @@ from rlplast.analysis.tables import INTERVAL_LEGEND, column_format, markdown_tab
 if TYPE_CHECKING:
     from rlplast.analysis.report import Report
 
-__all__ = ["MAX_OTHER_METRICS", "RETURN_HEADERS", "RETURNS_NOTE", "report_markdown"]
+__all__ = ["CONTINUAL_HEADERS", "MAX_OTHER_METRICS", "RETURN_HEADERS", "RETURNS_NOTE", "report_markdown"]
 
 #: Most metric columns outside ``collapse/…`` and ``plasticity/…`` shown in report.md's table of
 #: other metrics (every one is in summary.csv).
@@ -35,6 +37,16 @@ RETURN_HEADERS = {
     "auc": "step-weighted mean return (`auc`)",
     "end_return": f"end-of-task return (last {END_EPISODES} episodes)",
     "return_drop": "drop vs task 0",
+}
+#: Table headers of the continual quantities (summary.csv / continual.csv keys).
+CONTINUAL_HEADERS = {
+    "eval_final": "final return",
+    "eval_learned": "return when learned",
+    "forgetting": "forgetting",
+    "learning_auc": "learning-curve area",
+    "eval_final_norm": "final (normalised)",
+    "forgetting_norm": "forgetting (normalised)",
+    "forward_transfer": "forward transfer",
 }
 #: What the three return measures are, which one is the headline, and why they can differ by 10×.
 RETURNS_NOTE = (
@@ -63,6 +75,7 @@ def report_markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
     md += [f"Methods are listed in {rep.method_order_source}, in every table and figure.", ""]
     md += _runs(rep, methods)
     md += _task_plasticity(rep, methods)
+    md += _continual(rep, methods)
     md += _metrics(rep, methods)
     md += _correlations(rep)
     md += _plots(plots)
@@ -166,7 +179,8 @@ def _task_list(tasks: list[str]) -> str:
 
 
 def _metrics(rep: Report, methods: list[str]) -> list[str]:
-    present = list(dict.fromkeys(c.quantity for c in rep.cells if c.quantity not in RETURN_QUANTITIES))
+    scored = {*RETURN_QUANTITIES, *CONTINUAL_QUANTITIES}
+    present = list(dict.fromkeys(c.quantity for c in rep.cells if c.quantity not in scored))
     shown = [c for c in MAIN_METRICS if c in present]
     other = sorted(c for c in present if not c.startswith(PAPER_PREFIXES))[:MAX_OTHER_METRICS]
     md = ["## Collapse and plasticity metrics per task (IQM over seeds of the task mean)", ""]
@@ -195,6 +209,84 @@ def _metrics(rep: Report, methods: list[str]) -> list[str]:
     if shown or other:
         more = len(present) - len(shown) - len(other)
         md += [f"All {len(present)} metric columns ({more} more) are in `summary.csv`.", ""]
+    return md
+
+
+def _continual(rep: Report, methods: list[str]) -> list[str]:
+    cont = rep.continual
+    if cont is None or not cont.any:
+        return []
+    settings = eval_settings(rep.runs) or {}
+    how = ""
+    if settings:
+        how = (
+            f" (ε = {settings.get('epsilon')}, {settings.get('episodes')} episodes per task, every "
+            f"{settings.get('every_steps')} env steps and at the end)"
+        )
+    ref = cont.reference
+    md = [
+        "## Continual-learning evaluation (IQM over seeds)",
+        "",
+        f"Greedy returns on every task seen so far{how}, logged as `eval/task_<k>/return`. "
+        "**Final return**: the task's return at the run's last evaluation; **return when learned**: at "
+        "the last evaluation of the task's own training span; **forgetting**: the best earlier "
+        "evaluation minus the final one (not for the task still trained at the end; biased upwards "
+        "by evaluation noise); **learning-curve area**: the step-weighted mean return over the task's "
+        "training span. "
+        + (
+            f"Normalised scores: (x − random) / (`{ref}` − random) per task, with random = the "
+            "random policy's return and "
+            f"`{ref}` = the mean return when learned of the `{ref}` runs (0 = random, 1 = from "
+            f"scratch); **forward transfer**: the normalised learning-curve area minus `{ref}`'s (> 0: "
+            "learned faster or better than from scratch)."
+            if ref
+            else "No normalised scores or forward transfer: " + "; ".join(cont.notes) + "."
+        ),
+        "",
+    ]
+    if ref and cont.notes:
+        md += ["Note: " + "; ".join(cont.notes) + ".", ""]
+    md += [INTERVAL_LEGEND, ""]
+    lookup = {(c.method, c.quantity): c for c in rep.run_cells}
+    shown = [q for q in RUN_MEAN_QUANTITIES if any(c.quantity == q for c in rep.run_cells)]
+    rows_methods = [m for m in methods if any(c.method == m for c in rep.run_cells)]
+    formatted = {q: format_cells([lookup.get((m, q)) for m in rows_methods]) for q in shown}
+    seeds = {m: next((str(c.n) for c in rep.run_cells if c.method == m), "0") for m in rows_methods}
+    md += [
+        "Per run, the mean over its tasks (**average final return** = the average performance at the "
+        "end), then the IQM over the runs (`continual.csv`):",
+        "",
+    ]
+    md += markdown_table(
+        ["method", "seeds", *(f"average {CONTINUAL_HEADERS[q]}" for q in shown)],
+        [[m, seeds[m], *(formatted[q][i] for q in shown)] for i, m in enumerate(rows_methods)],
+    )
+    md += ["", "Per task (and `all`: every seed × task pooled; `summary.csv`):", ""]
+    per_task = [q for q in CONTINUAL_QUANTITIES if any(c.quantity == q for c in rep.cells)]
+    evaluated = [m for m in methods if any(c.method == m and c.quantity == "eval_final" for c in rep.cells)]
+    rows, _ = _table(rep, evaluated, per_task, with_all=True)
+    md += markdown_table(
+        ["method", "task", "seeds", "seed × task", *(CONTINUAL_HEADERS[q] for q in per_task)], rows
+    )
+    md.append("")
+    if rep.improvements:
+        tasks = rep.improvements[0][2].tasks
+        md += [
+            f"**Probability of improvement** P(X > Y) on the final return (rliable's: the probability "
+            f"that a run of X beats a run of Y on a task, ties ½, averaged over the {tasks} tasks every "
+            "run has; 95% stratified-bootstrap CI, runs resampled within each task; P(Y > X) = 1 − "
+            "P(X > Y); `improvement.csv`):",
+            "",
+        ]
+        fmt = column_format([0.5])
+        md += markdown_table(
+            ["X", "Y", "P(X > Y) [95% CI]", "runs X", "runs Y"],
+            [
+                [x, y, f"{fmt(p.probability)} [{fmt(p.low)}, {fmt(p.high)}]", str(p.runs_x), str(p.runs_y)]
+                for x, y, p in rep.improvements
+            ],
+        )
+        md.append("")
     return md
 
 
@@ -245,6 +337,15 @@ def _plots(plots: dict[str, bool]) -> list[str]:
         "nc1": "nc1_vs_plasticity.png: no NC1.",
     }
     files = {"returns": "returns", "collapse": "collapse", "nc1": "nc1_vs_plasticity"}
+    # the continual-learning figures exist only for runs with evaluation columns
+    files.update(
+        {k: k for k in ("eval_returns", "performance_profiles", "probability_of_improvement") if k in plots}
+    )
+    notes.update(
+        eval_returns="eval_returns.png: no evaluations.",
+        performance_profiles="performance_profiles.png: no task every run has a final score for.",
+        probability_of_improvement="probability_of_improvement.png: fewer than two evaluated methods.",
+    )
     for key, stem in files.items():
         if plots.get(key, False):
             md += [

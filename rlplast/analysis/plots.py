@@ -10,6 +10,10 @@
 * ``nc1_vs_plasticity`` — :func:`plot_nc1_vs_plasticity`: one point per (seed, task ≥ 1), the
   task's mean NC1 against its mean return (and mean probe ratio), coloured by method; each method's
   Pearson r in the legend is its row of the correlation table.
+* ``eval_returns``, ``performance_profiles``, ``probability_of_improvement`` — the continual-learning
+  evaluation (runs with ``eval.enabled``): :func:`plot_eval_returns` (each task's greedy evaluation
+  return against env step, one panel per task), :func:`plot_performance_profiles` (rliable's score
+  distributions) and :func:`plot_improvement` (rliable's probability of improvement).
 
 Common to all: paper sizes, fonts and the colour-blind-safe palette of :mod:`~rlplast.analysis.style`;
 methods in report order with the same colour and marker in every figure; the centre line is the
@@ -22,6 +26,7 @@ IQM over seeds and the band what :func:`~rlplast.analysis.stats.band_label` stat
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ from rlplast.analysis.correlations import (
 from rlplast.analysis.labels import axis_label, metric_title
 from rlplast.analysis.load import STEP_COLUMN, TASK_COLUMN, RunData
 from rlplast.analysis.scores import END_EPISODES, MAIN_METRICS, Scores
-from rlplast.analysis.stats import Band, band_label, seed_band
+from rlplast.analysis.stats import Band, Improvement, Profile, band_label, seed_band
 from rlplast.analysis.style import (
     ONE_COLUMN,
     TWO_COLUMN,
@@ -54,7 +59,10 @@ __all__ = [
     "draw_tasks",
     "metric_points",
     "plot_collapse",
+    "plot_eval_returns",
+    "plot_improvement",
     "plot_nc1_vs_plasticity",
+    "plot_performance_profiles",
     "plot_returns",
     "task_return_curve",
     "task_spans",
@@ -68,6 +76,9 @@ LOG_SPAN = 30.0
 #: Grid points per task of the returns figure.
 _POINTS_PER_TASK = 150
 _BAND_ALPHA = 0.2
+#: Highlight of the span where an evaluation panel's task is trained (Okabe & Ito's yellow).
+_TRAINED_COLOR = "#F0E442"
+_TRAINED_ALPHA = 0.3
 
 
 def task_spans(runs: list[RunData]) -> list[tuple[float, float, int]]:
@@ -576,6 +587,194 @@ def plot_nc1_vs_plasticity(
                 title="Pearson r [95% CI] of tasks ≥ 1 (linear values; correlations.csv)",
                 borderaxespad=0,
             )
+        save_figure(fig, path)
+        plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------ continual learning
+def plot_eval_returns(runs: list[RunData], path: Path, methods: Sequence[str] | None = None) -> bool:
+    """``eval_returns.png`` / ``.pdf``: each task's evaluation return against env step, one panel per task.
+
+    Per method the IQM over seeds of ``eval/task_<k>/return`` at the evaluation steps (markers,
+    straight segments, nothing interpolated) with its band; the random policy's return of the task
+    (mean over the runs) is a grey dashed line; the training tasks are shaded and named as in
+    ``returns``. A task's curve starts at the first evaluation after the agent first met it, so
+    the panels show forgetting (a curve falling after its task) and transfer (a curve already high
+    when its task starts).
+
+    Returns:
+        Whether any evaluation was drawn (no file is written otherwise).
+    """
+    import matplotlib.pyplot as plt
+
+    methods = _methods(runs, methods)
+    pattern = re.compile(r"^eval/task_(\d+)/return$")
+    tasks = sorted(
+        {
+            int(hit.group(1))
+            for r in runs
+            for c, v in r.metrics.items()
+            if (hit := pattern.match(c)) and np.isfinite(v).any()
+        }
+    )
+    if not tasks:
+        return False
+    styles = method_styles(methods)
+    n = {m: sum(r.method == m for r in runs) for m in methods}
+    spans = task_spans(runs)
+    ncols = min(len(tasks), 4)
+    nrows = math.ceil(len(tasks) / ncols)
+    with paper_style():
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(TWO_COLUMN if ncols > 1 else ONE_COLUMN, 0.45 + 1.65 * nrows),
+            sharex=True,
+            squeeze=False,
+            layout="constrained",
+        )
+        short = False
+        for k, (ax, task) in enumerate(zip(axes.ravel(), tasks, strict=False)):
+            short |= draw_tasks(ax, spans, label=k < ncols)
+            for start, end, trained in spans:
+                if trained == task:  # where the panel's task is the one being trained
+                    ax.axvspan(
+                        start, end, color=_TRAINED_COLOR, alpha=_TRAINED_ALPHA, zorder=0.2, linewidth=0
+                    )
+            for mi, m in enumerate(methods):
+                steps, values = metric_points([r for r in runs if r.method == m], f"eval/task_{task}/return")
+                if steps.size and np.isfinite(values).any():
+                    _draw_band(ax, steps, seed_band(values, seed=mi), styles[m], True, None)
+            randoms = [
+                float(v[np.isfinite(v)][0])
+                for r in runs
+                if (v := r.metrics.get(f"eval/task_{task}/random_return")) is not None
+                and np.isfinite(v).any()
+            ]
+            if randoms:
+                ax.axhline(float(np.mean(randoms)), color="0.45", linestyle="--", linewidth=0.8, zorder=1)
+            ax.set_title(f"evaluated on task {task}", pad=12 if k < ncols else 4)
+            ax.set_ylabel("greedy return")
+            _step_formatter(ax)
+        for ax in axes.ravel()[len(tasks) :]:
+            ax.axis("off")
+        for ax in axes[-1]:
+            ax.set_xlabel("env steps")
+        for c in range(ncols):
+            if (nrows - 1) * ncols + c >= len(tasks) and nrows > 1:
+                axes[-2][c].tick_params(labelbottom=True)
+                axes[-2][c].set_xlabel("env steps")
+        if spans:
+            axes[0][0].set_xlim(spans[0][0], spans[-1][1])
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = _legend_handles(methods, styles, n, markers=True)
+        handles.append(Line2D([], [], color="0.45", linestyle="--", linewidth=0.8, label="random policy"))
+        handles.append(
+            Patch(color=_TRAINED_COLOR, alpha=_TRAINED_ALPHA, label="the panel's task being trained")
+        )
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=min(len(handles), 6),
+            title=f"Greedy evaluation return per task: IQM over seeds at the evaluation steps; "
+            f"{band_label(list(n.values()))}" + ("; T<k> = task k" if short else ""),
+        )
+        save_figure(fig, path)
+        plt.close(fig)
+    return True
+
+
+def plot_performance_profiles(
+    profiles: dict[str, Profile],
+    path: Path,
+    xlabel: str,
+    methods: Sequence[str] | None = None,
+    normalised: bool = False,
+) -> bool:
+    """``performance_profiles.png`` / ``.pdf``: rliable's performance profiles (score distributions).
+
+    Per method the fraction of its run × task scores above each threshold τ, with the 95 %
+    stratified-bootstrap band (runs resampled within each task).
+
+    Args:
+        profiles: method → its profile (:func:`~rlplast.analysis.stats.performance_profile`).
+        path: the PNG's path.
+        xlabel: what the scores are (the x-axis label).
+        methods: method order.
+        normalised: the scores are normalised (0 = random, 1 = reference: dotted lines there).
+
+    Returns:
+        Whether a profile was drawn (no file is written otherwise).
+    """
+    import matplotlib.pyplot as plt
+
+    order = [m for m in (methods if methods is not None else profiles) if m in profiles]
+    if not order:
+        return False
+    styles = method_styles(list(methods) if methods is not None else order)
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.6), layout="constrained")
+        for m in order:
+            p = profiles[m]
+            st = styles[m]
+            ax.plot(p.taus, p.fraction, color=st.color, linestyle=st.linestyle, label=f"{m} ({p.runs} runs)")
+            ax.fill_between(p.taus, p.low, p.high, color=st.color, alpha=_BAND_ALPHA, linewidth=0)
+        ax.set_ylim(-0.02, 1.02)
+        if normalised:
+            for x in (0.0, 1.0):  # the random policy and the reference
+                ax.axvline(x, color="0.5", linestyle=":", linewidth=0.8, zorder=0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of runs × tasks > τ")
+        tasks = max(p.tasks for p in profiles.values())
+        ax.set_title(f"Performance profiles ({tasks} tasks)")
+        ax.legend(loc="upper right", title="band: 95% stratified-\nbootstrap CI", alignment="left")
+        save_figure(fig, path)
+        plt.close(fig)
+    return True
+
+
+def plot_improvement(
+    pairs: Sequence[tuple[str, str, Improvement]], path: Path, methods: Sequence[str] | None = None
+) -> bool:
+    """``probability_of_improvement.png`` / ``.pdf``: P(X > Y) with its 95 % CI, one row per pair.
+
+    The point is the probability that a run of X beats a run of Y on a task (ties count ½, averaged
+    over tasks); the bar its stratified-bootstrap CI; 0.5 (dotted) is "neither is better".
+    Coloured by X's method colour.
+
+    Returns:
+        Whether a pair was drawn (no file is written otherwise).
+    """
+    import matplotlib.pyplot as plt
+
+    if not pairs:
+        return False
+    order = list(methods) if methods is not None else list(dict.fromkeys(x for x, _, _ in pairs))
+    styles = method_styles(order + [m for x, y, _ in pairs for m in (x, y) if m not in order])
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN, 0.7 + 0.28 * len(pairs)), layout="constrained")
+        for i, (x, _, imp) in enumerate(pairs):
+            row = len(pairs) - 1 - i
+            st = styles[x]
+            ax.plot(
+                [imp.low, imp.high],
+                [row, row],
+                color=st.color,
+                linewidth=3,
+                alpha=0.45,
+                solid_capstyle="butt",
+            )
+            ax.plot([imp.probability], [row], color=st.color, marker=st.marker, linestyle="none")
+        ax.axvline(0.5, color="0.5", linestyle=":", linewidth=0.8)
+        ax.set_yticks(range(len(pairs)))
+        ax.set_yticklabels([f"P({x} > {y})" for x, y, _ in reversed(pairs)])
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("probability of improvement (95% stratified-bootstrap CI)")
+        ax.grid(axis="y", visible=False)
+        ax.set_title("Probability of improvement, final evaluation return")
         save_figure(fig, path)
         plt.close(fig)
     return True

@@ -11,6 +11,16 @@ with 1 seed no interval. Percentile-bootstrap bounds and the range are values th
 on resampled data, so they never leave the quantity's domain (an accuracy stays ≤ 1, an NC1 ≥ 0),
 unlike a symmetric t-interval.
 
+**rliable's aggregate views** (Agarwal et al. 2021), on ``(runs, tasks)`` score matrices:
+:func:`stratified_bootstrap` (each resample draws, independently for every task, as many runs as
+there are, with replacement — rliable's ``StratifiedBootstrap``), :func:`performance_profile`
+(the fraction of run × task scores above each threshold, rliable's score distribution, with a
+stratified-bootstrap band) and :func:`improvement` (the probability of improvement
+P(X > Y), with the runs of X and Y resampled independently within each task — rliable's
+``StratifiedIndependentBootstrap``). Same resampling scheme, statistics and percentile intervals as
+rliable 1.2: given a legacy ``numpy.random.RandomState`` seeded like rliable's global NumPy state
+they give rliable's numbers to the last bit (tested when rliable is installed).
+
 Example:
     >>> import numpy as np
     >>> iqm(np.arange(1, 9))
@@ -38,14 +48,21 @@ __all__ = [
     "N_BOOT",
     "Band",
     "Correlation",
+    "Improvement",
+    "Profile",
     "band_label",
     "bootstrap_ci",
     "finite",
+    "improvement",
     "interval_kind",
     "iqm",
     "pearson",
+    "performance_profile",
+    "probability_of_improvement",
+    "score_distribution",
     "seed_band",
     "spearman",
+    "stratified_bootstrap",
     "t_interval",
 ]
 
@@ -354,3 +371,207 @@ def band_label(n_seeds: Sequence[int], confidence: float = 0.95) -> str:
     if "none" in kinds:
         parts.append("none (1 seed)")
     return "band: " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- rliable's views
+def _rng(
+    seed: int | np.random.Generator | np.random.RandomState,
+) -> np.random.Generator | np.random.RandomState:
+    if isinstance(seed, (np.random.Generator, np.random.RandomState)):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def _draw(rng: np.random.Generator | np.random.RandomState, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Indices in ``[0, n)``: ``Generator.integers``, or ``RandomState.randint`` (what NumPy's legacy
+    ``choice(n, shape)`` with replacement draws, i.e. rliable's resampling)."""
+    if isinstance(rng, np.random.RandomState):
+        return rng.randint(0, n, size=shape)
+    return rng.integers(0, n, size=shape)
+
+
+def _matrix(scores: np.ndarray, name: str = "scores") -> np.ndarray:
+    a = np.asarray(scores, dtype=np.float64)
+    if a.ndim != 2 or 0 in a.shape:
+        raise ValueError(f"{name} must be a non-empty (runs, tasks) array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite (drop the tasks a run has no score for first)")
+    return a
+
+
+def _resample(a: np.ndarray, rng: np.random.Generator | np.random.RandomState) -> np.ndarray:
+    """One stratified resample of a ``(runs, tasks)`` matrix: per task, runs drawn with replacement."""
+    runs, tasks = a.shape
+    return a[_draw(rng, runs, (runs, tasks)), np.arange(tasks)]
+
+
+def stratified_bootstrap(
+    scores: np.ndarray,
+    stat: Callable[[np.ndarray], np.ndarray | float],
+    n_boot: int = N_BOOT,
+    seed: int | np.random.Generator | np.random.RandomState = 0,
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A statistic of a ``(runs, tasks)`` score matrix with a stratified percentile-bootstrap CI.
+
+    Each of ``n_boot`` resamples draws, for every task independently, ``runs`` runs with
+    replacement (rliable's ``StratifiedBootstrap``: ``scores[idx, arange(tasks)]`` with ``idx`` of
+    shape ``(runs, tasks)``), so every task keeps its weight and only run-to-run variation is
+    resampled.
+
+    Args:
+        scores: finite ``(runs, tasks)`` array.
+        stat: the statistic of a ``(runs, tasks)`` matrix: a number or a 1-D array.
+        n_boot: number of resamples.
+        seed: seed of a ``numpy.random.default_rng`` (reproducible), or a generator; a
+            ``RandomState`` seeded as NumPy's global state reproduces rliable's resamples.
+        confidence: nominal coverage.
+
+    Returns:
+        ``(point, low, high)``, each a 1-D array (length 1 for a scalar statistic).
+    """
+    a = _matrix(scores)
+    rng = _rng(seed)
+    point = np.atleast_1d(np.asarray(stat(a), dtype=np.float64))
+    boot = np.empty((n_boot, point.size))
+    for b in range(n_boot):
+        boot[b] = np.atleast_1d(np.asarray(stat(_resample(a, rng)), dtype=np.float64))
+    alpha = 100 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(boot, [alpha, 100 - alpha], axis=0)
+    return point, low, high
+
+
+def score_distribution(scores: np.ndarray, taus: np.ndarray | Sequence[float]) -> np.ndarray:
+    """The fraction of the run × task scores above each threshold ``tau`` (strictly greater).
+
+    rliable's (run) score distribution: a performance profile that pools every run of every task.
+
+    Example:
+        >>> score_distribution(np.array([[0.0, 1.0], [0.5, 2.0]]), [-1.0, 0.5, 2.0])
+        array([1. , 0.5, 0. ])
+    """
+    a = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(taus, dtype=np.float64)
+    return (a.reshape(-1)[None, :] > t[:, None]).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A performance profile: the fraction of scores above each threshold, with a 95 % band.
+
+    Attributes:
+        taus: the thresholds.
+        fraction: fraction of run × task scores > tau.
+        low: lower bound of the stratified-bootstrap CI at each threshold.
+        high: upper bound.
+        runs: runs of the score matrix.
+        tasks: tasks of the score matrix.
+    """
+
+    taus: np.ndarray
+    fraction: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: int
+    tasks: int
+
+
+def performance_profile(
+    scores: np.ndarray,
+    taus: np.ndarray | Sequence[float],
+    n_boot: int = N_BOOT,
+    seed: int | np.random.Generator | np.random.RandomState = 0,
+    confidence: float = 0.95,
+) -> Profile:
+    """rliable's performance profile (score distribution) of one method, with a stratified-bootstrap band.
+
+    Args:
+        scores: finite ``(runs, tasks)`` array (e.g. normalised scores).
+        taus: thresholds.
+        n_boot: bootstrap resamples.
+        seed: seed or generator (see :func:`stratified_bootstrap`).
+        confidence: nominal coverage of the band.
+    """
+    t = np.asarray(taus, dtype=np.float64)
+    a = _matrix(scores)
+    point, low, high = stratified_bootstrap(a, lambda m: score_distribution(m, t), n_boot, seed, confidence)
+    return Profile(t, point, low, high, a.shape[0], a.shape[1])
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y): per task, the probability that a run of X scores above a run of Y (ties count ½),
+    averaged over tasks (rliable's ``probability_of_improvement``: the Mann–Whitney U statistic
+    divided by ``runs_x × runs_y``, per task).
+
+    Args:
+        x: finite ``(runs_x, tasks)`` scores of method X.
+        y: finite ``(runs_y, tasks)`` scores of method Y (the same tasks).
+
+    Example:
+        >>> probability_of_improvement(np.array([[2.0, 0.0]]), np.array([[1.0, 0.0], [3.0, 0.0]]))
+        0.5
+    """
+    a, b = _matrix(x, "x"), _matrix(y, "y")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x and y must have the same tasks, got {a.shape[1]} and {b.shape[1]}")
+    return float(_improvement(a[None], b[None])[0])
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) of stacked resamples: ``x`` (B, runs_x, tasks), ``y`` (B, runs_y, tasks) → (B,)."""
+    xs, ys = x[:, :, None, :], y[:, None, :, :]
+    per_task = (xs > ys).mean(axis=(1, 2)) + 0.5 * (xs == ys).mean(axis=(1, 2))
+    return per_task.mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """The probability of improvement of X over Y with its stratified-bootstrap CI.
+
+    Attributes:
+        probability: P(X > Y) (0.5: neither is better).
+        low: lower bound of the 95 % CI.
+        high: upper bound.
+        runs_x: runs of X.
+        runs_y: runs of Y.
+        tasks: tasks compared.
+    """
+
+    probability: float
+    low: float
+    high: float
+    runs_x: int
+    runs_y: int
+    tasks: int
+
+
+def improvement(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_boot: int = N_BOOT,
+    seed: int | np.random.Generator | np.random.RandomState = 0,
+    confidence: float = 0.95,
+) -> Improvement:
+    """:func:`probability_of_improvement` of X over Y with a stratified percentile-bootstrap CI.
+
+    Each resample draws the runs of X, then those of Y, independently within each task (rliable's
+    ``StratifiedIndependentBootstrap``).
+
+    Args:
+        x: finite ``(runs_x, tasks)`` scores of X.
+        y: finite ``(runs_y, tasks)`` scores of Y.
+        n_boot: bootstrap resamples.
+        seed: seed or generator (see :func:`stratified_bootstrap`).
+        confidence: nominal coverage.
+    """
+    a, b = _matrix(x, "x"), _matrix(y, "y")
+    point = probability_of_improvement(a, b)
+    rng = _rng(seed)
+    boot = np.empty(n_boot)
+    for i in range(n_boot):
+        xa = _resample(a, rng)
+        ya = _resample(b, rng)
+        boot[i] = _improvement(xa[None], ya[None])[0]
+    alpha = 100 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(boot, [alpha, 100 - alpha])
+    return Improvement(point, float(low), float(high), a.shape[0], b.shape[0], a.shape[1])
