@@ -8,14 +8,20 @@
    :meth:`~rlplast.interventions.base.Intervention.loss` may add a term to the TD loss;
 2. the gradient norm that ``clip_grad_norm_`` returns is kept (:attr:`PlasticDQN.last_grad_norm`).
 
-With no interventions the arithmetic is exactly SB3's: the same seed gives bitwise-identical
-parameters after any number of updates. Interventions are called from three places: ``setup``
-once the networks exist, ``loss`` / ``after_update`` inside :meth:`PlasticDQN.train`, and
-``on_task_switch`` through :meth:`PlasticDQN.notify_task_switch`.
+The TD targets come from :meth:`PlasticDQN.td_target`: SB3's ``r + (1 − d) γⁿ max_a' Q_target(s', a')``,
+or with ``double_dqn=True`` Double DQN's (van Hasselt, Guez, Silver 2016)
+``r + (1 − d) γⁿ Q_target(s', argmax_a' Q_online(s', a'))`` — the online network selects the next
+action, the target network evaluates it.
+
+With no interventions (and ``double_dqn=False``) the arithmetic is exactly SB3's: the same seed
+gives bitwise-identical parameters after any number of updates. Interventions are called from
+three places: ``setup`` once the networks exist, ``loss`` / ``after_update`` inside
+:meth:`PlasticDQN.train`, and ``on_task_switch`` through :meth:`PlasticDQN.notify_task_switch`.
 
 Code outside ``rlplast.agents`` reads the agent through public accessors only:
 :attr:`~PlasticDQN.n_updates`, :attr:`~PlasticDQN.stats_window_size`,
-:meth:`~PlasticDQN.replay_size`, :meth:`~PlasticDQN.replay_states` and
+:meth:`~PlasticDQN.replay_size`, :meth:`~PlasticDQN.replay_states`,
+:meth:`~PlasticDQN.replay_sample`, :meth:`~PlasticDQN.td_target` and
 :meth:`~PlasticDQN.pop_train_stats`; interventions that start a fresh agent use
 :meth:`~PlasticDQN.clear_replay` and :meth:`~PlasticDQN.restart_schedules`.
 
@@ -26,7 +32,10 @@ passed to ``learn`` and the callbacks nested in it through SB3's ``CallbackList`
 ``False`` stops training after that iteration (every such callback is still called).
 
 The speed layer (lean vectorized env and replay buffers, cached training mode, direct greedy
-``predict``) is :class:`~rlplast.agents.speed.LeanDQNMixin`, which changes no result.
+``predict``) is :class:`~rlplast.agents.speed.LeanDQNMixin`, which changes no result. The policies
+take the network options of :mod:`rlplast.agents.layers` (``policy_kwargs={"layer_norm": True}``,
+``activation_fn=CReLU``); an optimizer with a ``log_values()`` method (TRAC,
+:mod:`rlplast.agents.trac`) adds its values to :meth:`~PlasticDQN.pop_train_stats`.
 
 Example:
     >>> from rlplast.agents import PlasticDQN
@@ -44,10 +53,11 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import MaybeCallback, TrainFreq
+from stable_baselines3.common.type_aliases import MaybeCallback, ReplayBufferSamples, TrainFreq
 from torch.nn import functional as F
 
-from rlplast.agents.speed import CnnPolicy, DeviceMean, LeanDQNMixin, MlpPolicy, MultiInputPolicy
+from rlplast.agents.layers import CnnPolicy, MlpPolicy, MultiInputPolicy
+from rlplast.agents.speed import DeviceMean, LeanDQNMixin
 from rlplast.interventions.base import Intervention
 
 
@@ -72,6 +82,7 @@ class PlasticDQN(LeanDQNMixin, DQN):
     Args:
         *args: passed to :class:`stable_baselines3.DQN`.
         interventions: interventions whose hooks run inside training (default: none).
+        double_dqn: Double DQN targets (see :meth:`td_target`); default False (SB3's targets).
         **kwargs: passed to :class:`stable_baselines3.DQN`.
     """
 
@@ -90,8 +101,15 @@ class PlasticDQN(LeanDQNMixin, DQN):
     #: count: 0, as in SB3, until :meth:`restart_schedules` moves it to the step of a restart.
     schedule_start: int = 0
 
-    def __init__(self, *args: Any, interventions: Sequence[Intervention] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        interventions: Sequence[Intervention] = (),
+        double_dqn: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self.interventions: list[Intervention] = list(interventions)
+        self.double_dqn = bool(double_dqn)
         self.last_grad_norm: th.Tensor | float = float("nan")
         self._loss_stats = DeviceMean()
         self._grad_norm_stats = DeviceMean()
@@ -152,6 +170,45 @@ class PlasticDQN(LeanDQNMixin, DQN):
         )
         actions = th.as_tensor(buffer.actions[indices, env_indices].reshape(-1), device=device).long()
         return obs, actions
+
+    def replay_sample(self, batch_size: int, seed: int) -> ReplayBufferSamples:
+        """A replay minibatch drawn exactly as :meth:`train` draws one, from its own random stream.
+
+        SB3's ``replay_buffer.sample`` (n-step returns and ``VecNormalize`` included) runs on the
+        global NumPy generator seeded with ``seed``; the generator's state is restored afterwards,
+        so training's own draws are unchanged.
+
+        Args:
+            batch_size: transitions to draw (with replacement, as SB3 does).
+            seed: seed of the draw (0 to 2**32 - 1).
+        """
+        buffer = self.replay_buffer
+        assert buffer is not None, "the model has no replay buffer"
+        saved = np.random.get_state()
+        try:
+            np.random.seed(seed)
+            return buffer.sample(batch_size, env=self._vec_normalize_env)
+        finally:
+            np.random.set_state(saved)
+
+    def td_target(self, replay_data: ReplayBufferSamples) -> th.Tensor:
+        """The ``(B, 1)`` TD targets of a replay batch (no gradient), as :meth:`train` computes them.
+
+        ``y = r + (1 − d) · γⁿ · Q_target(s', a*)`` with ``a* = argmax_a' Q_target(s', a')`` (DQN, SB3)
+        or, with ``double_dqn``, ``a* = argmax_a' Q_online(s', a')`` (Double DQN, van Hasselt et
+        al. 2016). ``γⁿ`` is the n-step buffer's discount of each transition (``gamma`` for 1-step).
+        """
+        # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with th.no_grad():
+            next_q_values = self.q_net_target(replay_data.next_observations)
+            if self.double_dqn:
+                next_actions = self.q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
+                next_q_values = th.gather(next_q_values, dim=1, index=next_actions)
+            else:
+                next_q_values, _ = next_q_values.max(dim=1)
+                next_q_values = next_q_values.reshape(-1, 1)
+            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
     def clear_replay(self) -> None:
         """Empty the replay buffer, as a fresh agent's: no transition stored so far is sampled again.
@@ -248,14 +305,8 @@ class PlasticDQN(LeanDQNMixin, DQN):
         losses = []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-
-            with th.no_grad():
-                next_q_values = self.q_net_target(replay_data.next_observations)
-                next_q_values, _ = next_q_values.max(dim=1)
-                next_q_values = next_q_values.reshape(-1, 1)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+            # SB3's target (the same operations), or Double DQN's with double_dqn.
+            target_q_values = self.td_target(replay_data)
 
             # Seam (a): one forward pass gives the penultimate features and all Q-values.
             features, all_q_values = self.q_features(replay_data.observations)
@@ -290,12 +341,16 @@ class PlasticDQN(LeanDQNMixin, DQN):
     # ------------------------------------------------------------------ interventions and logging
     def pop_train_stats(self) -> dict[str, float]:
         """Mean TD loss and gradient norm since the last call (NaN when no update happened), the
-        update count, and every intervention's :meth:`~rlplast.interventions.base.Intervention.log_values`."""
+        update count, the optimizer's ``log_values()`` if it has one (TRAC's ``train/trac_scale``)
+        and every intervention's :meth:`~rlplast.interventions.base.Intervention.log_values`."""
         stats = {
             "train/loss": self._loss_stats.pop(),
             "train/grad_norm": self._grad_norm_stats.pop(),
             "train/n_updates": float(self._n_updates),
         }
+        optimizer_values = getattr(self.policy.optimizer, "log_values", None)
+        if callable(optimizer_values):
+            stats.update(optimizer_values())
         for intervention in self.interventions:
             stats.update(intervention.log_values())
         return stats

@@ -466,7 +466,11 @@ class LeanDQNMixin(_DQNBase):
         if cached is None or not same_structure(cached[0], key):
             extractor = q_net.features_extractor
             plain = (
-                type(q_net) is sb3_policies.QNetwork
+                # SB3's QNetwork, or a subclass that builds another head but keeps its forward
+                # (rlplast.agents.layers.OptionsQNetwork: LayerNorm and CReLU are "other" layers)
+                isinstance(q_net, sb3_policies.QNetwork)
+                and type(q_net).forward is sb3_policies.QNetwork.forward
+                and type(q_net).extract_features is sb3_policies.QNetwork.extract_features
                 and type(extractor) is FlattenExtractor
                 and type(q_net.q_net) is th.nn.Sequential
             )

@@ -80,7 +80,9 @@ class AgentConfig:
         "SB3 policy class; CnnPolicy (NatureCNN) needs uint8 images with bounds 0..255, at least 36x36",
         choices=["MlpPolicy", "CnnPolicy"],
     )
-    learning_rate: float = config_field(1e-4, "Adam learning rate", min=0.0, exclusive_min=True)
+    learning_rate: float = config_field(
+        1e-4, "learning rate of Adam (of the base optimizer with trac)", min=0.0, exclusive_min=True
+    )
     buffer_size: int = config_field(100_000, "replay buffer capacity (transitions)", min=1)
     learning_starts: int = config_field(1000, "env steps collected before the first update", min=0)
     batch_size: int = config_field(32, "minibatch size of each gradient step", min=1)
@@ -97,8 +99,34 @@ class AgentConfig:
     exploration_final_eps: float = config_field(0.05, "final epsilon", min=0.0, max=1.0)
     max_grad_norm: float = config_field(10.0, "gradient clipping norm", min=0.0, exclusive_min=True)
     stats_window_size: int = config_field(100, "episodes in the rolling mean return", min=1)
-    net_arch: list[int] = config_field([64, 64], "hidden layer sizes of the Q-network MLP head")
-    activation: str = config_field("relu", "hidden activation", choices=["relu", "tanh", "elu", "leaky_relu"])
+    net_arch: list[int] = config_field(
+        [64, 64], "hidden layer sizes of the Q-network MLP head, in linear units (before crelu doubles them)"
+    )
+    activation: str = config_field(
+        "relu",
+        "hidden activation; crelu = [relu(z), relu(-z)] doubles each hidden layer's output width "
+        "(Abbas et al. 2023)",
+        choices=["relu", "tanh", "elu", "leaky_relu", "crelu"],
+    )
+    layer_norm: bool = config_field(
+        False,
+        "LayerNorm after each hidden Linear of the Q head, before its activation (Lyle et al. 2024); "
+        "the output layer stays a plain Linear",
+    )
+    weight_decay: float = config_field(
+        0.0,
+        "decoupled weight decay (AdamW): each step theta <- theta - learning_rate * weight_decay * theta; "
+        "0 = Adam",
+        min=0.0,
+    )
+    optimizer: str = config_field(
+        "adam",
+        "adam, or trac: the parameter-free TRAC scale tuner around Adam/AdamW (Muppidi et al. 2024)",
+        choices=["adam", "trac"],
+    )
+    double_dqn: bool = config_field(
+        False, "Double DQN targets: the online network picks argmax a', the target network evaluates it"
+    )
     features_extractor: str | None = config_field(
         None,
         "features extractor: null (SB3 default) or minatar_cnn (channel-first grids such as MinAtar's)",

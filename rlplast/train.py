@@ -30,6 +30,7 @@ import torch
 import yaml
 from stable_baselines3.common.logger import Logger
 
+from rlplast.agents.layers import CReLU
 from rlplast.config import Config, dump_config
 from rlplast.errors import TrainingStopped, UserError
 from rlplast.io import atomic_write_json, atomic_write_text
@@ -39,11 +40,14 @@ if TYPE_CHECKING:
     from rlplast.agents import PlasticDQN
     from rlplast.callbacks import EpisodeLog, MetricsProbe
 
-ACTIVATIONS = {
+#: ``agent.activation`` → activation class. ``crelu`` doubles each hidden layer's output width
+#: (:class:`rlplast.agents.layers.CReLU`); the Q head is then built by rlplast's policies.
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "relu": torch.nn.ReLU,
     "tanh": torch.nn.Tanh,
     "elu": torch.nn.ELU,
     "leaky_relu": torch.nn.LeakyReLU,
+    "crelu": CReLU,
 }
 
 
@@ -208,17 +212,34 @@ def preflight(cfg: Config) -> None:
 
 
 def policy_kwargs(cfg: Config) -> dict[str, Any]:
-    """SB3 ``policy_kwargs`` from the agent section."""
+    """SB3 ``policy_kwargs`` from the agent section.
+
+    The network options (``layer_norm``, ``activation: crelu``) and the optimizer choices
+    (``weight_decay`` > 0: AdamW; ``optimizer: trac``: TRAC around Adam / AdamW) appear only when
+    they differ from the defaults, so a default agent gets SB3's own policy arguments.
+    """
+    a = cfg.agent
     kwargs: dict[str, Any] = {
-        "net_arch": list(cfg.agent.net_arch),
-        "activation_fn": ACTIVATIONS[cfg.agent.activation],
+        "net_arch": list(a.net_arch),
+        "activation_fn": ACTIVATIONS[a.activation],
     }
-    if cfg.agent.features_extractor == "minatar_cnn":
+    if a.layer_norm:
+        kwargs["layer_norm"] = True
+    if a.features_extractor == "minatar_cnn":
         from rlplast.agents.minatar_cnn import MinAtarCNN
 
         kwargs.update(features_extractor_class=MinAtarCNN, normalize_images=False)
     # foreach is PlasticDQN's own default for Adam (bitwise equal to SB3's per-tensor loop).
-    kwargs["optimizer_kwargs"] = {"fused": True} if cfg.agent.optimizer_impl == "fused" else {"foreach": True}
+    optimizer_kwargs: dict[str, Any] = {"fused": True} if a.optimizer_impl == "fused" else {"foreach": True}
+    if a.weight_decay > 0:
+        # Decoupled weight decay (Loshchilov & Hutter): AdamW, as in Lyle et al. 2024.
+        optimizer_kwargs["weight_decay"] = a.weight_decay
+        kwargs["optimizer_class"] = torch.optim.AdamW
+    if a.optimizer == "trac":
+        from rlplast.agents.trac import TRACAdam, TRACAdamW
+
+        kwargs["optimizer_class"] = TRACAdamW if a.weight_decay > 0 else TRACAdam
+    kwargs["optimizer_kwargs"] = optimizer_kwargs
     return kwargs
 
 
@@ -262,6 +283,7 @@ def _plastic_dqn(cfg: Config, env: gym.Env, device: str, interventions: list[Any
         a.policy,
         env,
         interventions=interventions,
+        double_dqn=a.double_dqn,
         learning_rate=a.learning_rate,
         buffer_size=a.buffer_size,
         learning_starts=a.learning_starts,
