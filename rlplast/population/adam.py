@@ -254,12 +254,17 @@ class MemberAdamState(MutableMapping[Tensor, dict[str, Tensor]]):
         self.adam.reset_state(self.member, [k])
 
     def pop(self, p: Tensor, *default: Any) -> Any:  # type: ignore[override]
-        """Clear ``p``'s state and return a copy of it (``default`` if it had none)."""
+        """Clear ``p``'s state and return a copy of it (``default`` if ``p`` is not the member's).
+
+        Unlike a dict's ``pop``, this never reads the step count, so it makes no host
+        synchronisation (interventions call it on every reset): for a parameter that has not
+        taken a step yet it returns its empty state (step 0, zero moments) rather than ``default``.
+        """
         k = self._index.get(p)
-        if k is None or not self._has(k):
+        if k is None:
             if default:
                 return default[0]
-            raise KeyError("parameter has no Adam state")
+            raise KeyError("not a parameter of this member")
         old = {name: t.clone() for name, t in self._entry(k).items()}
         self.adam.reset_state(self.member, [k])
         return old

@@ -537,6 +537,9 @@ class _PopulationRun(PopulationCallback):
             "step": step,
             "population": self.population.state_dict(),
             "interventions": None if self.interventions is None else self.interventions.state_dict(),
+            "intervention_objects": None
+            if self.interventions is None
+            else intervention_objects(self.population),
             "members": [
                 {
                     "name": m.name,
@@ -804,6 +807,7 @@ def resume_population(
         population.load_state_dict(payload["population"])
         if interventions is not None:
             interventions.load_state_dict(payload["interventions"])
+            restore_intervention_objects(population, payload["intervention_objects"])
         members = []
         for i, (c, d, entry) in enumerate(zip(cfgs, dirs, payload["members"], strict=True)):
             if entry["failure"] is None:
@@ -827,6 +831,85 @@ def resume_population(
         )
     finally:
         population.close()
+
+
+# ------------------------------------------------------------------------------------ interventions
+def _named_objects(population: Population) -> list[tuple[tuple[Any, ...], Any]]:
+    """The population's objects that interventions may refer to, each with a key that names it.
+
+    The key of an object is the same in every population built from the same config and seeds, so
+    references pickled from one are found again in another (see :func:`intervention_objects`).
+    """
+    named: list[tuple[tuple[Any, ...], Any]] = [
+        (("population",), population),
+        (("net",), population.net),
+        (("adam",), population.optimizer),
+        (("replay",), population.replay),
+    ]
+    interventions = getattr(population, "interventions", None)
+    if interventions is not None:
+        named.append((("interventions",), interventions))
+    for i in range(population.n_members):
+        view = population.member(i)
+        named += [
+            (("view", i), view),
+            (("member_adam", i), view.optimizer),
+            (("member_adam_state", i), view.optimizer.state),
+            (("member_param_groups", i), view.optimizer.param_groups),
+        ]
+        named += [(("init", i, k), t) for k, t in enumerate(view.init_params)]
+        for which, net in (("online", view.q_net), ("target", view.q_net_target)):
+            named += [((which, i, "module", n), m) for n, m in net.named_modules()]
+            named += [((which, i, "param", n), p) for n, p in net.named_parameters()]
+    return named
+
+
+def intervention_objects(population: Population) -> bytes:
+    """Every member's intervention objects as they are, pickled, with their references to the
+    population (member views, their modules and parameters, Adam states, θ₀) kept as names.
+
+    A single run's checkpoint pickles its interventions whole (every attribute: counters,
+    schedules, running log values); this gives a population member the same, where an
+    intervention's ``state_dict()`` alone might leave something out.
+    """
+    import io
+
+    import cloudpickle
+
+    refs = {id(obj): key for key, obj in _named_objects(population)}
+
+    class _Pickler(cloudpickle.CloudPickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return refs.get(id(obj))
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=5).dump(population.interventions.members)  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+def restore_intervention_objects(population: Population, data: bytes) -> None:
+    """Give every member's (set-up) interventions the attributes pickled by :func:`intervention_objects`,
+    their references resolved to this population's objects.
+
+    Raises:
+        ValueError: the pickled interventions are not this population's (other names or counts).
+    """
+    import io
+    import pickle
+
+    objects = dict(_named_objects(population))
+
+    class _Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            return objects[tuple(pid)]
+
+    loaded = _Unpickler(io.BytesIO(data)).load()
+    live = population.interventions.members  # type: ignore[attr-defined]
+    if [[iv.name for iv in m] for m in loaded] != [[iv.name for iv in m] for m in live]:
+        raise ValueError("the checkpoint's interventions are not this population's")
+    for live_member, loaded_member in zip(live, loaded, strict=True):
+        for intervention, state in zip(live_member, loaded_member, strict=True):
+            intervention.__dict__.update(state.__dict__)
 
 
 class _Interventions(Protocol):

@@ -98,7 +98,10 @@ def test_member_state_behaves_like_torch_adam_state():
     adam = StackedAdam(stacked, lr=1e-3)
     views = [torch.nn.Parameter(p.detach()[1]) for p in stacked]
     state = adam.member_state(1, views)
-    assert len(state) == 0 and views[0] not in state and state.pop(views[0], None) is None
+    assert len(state) == 0 and views[0] not in state
+    empty = state.pop(views[0], None)  # no host read of the step: the empty state, not None
+    assert float(empty["step"]) == 0.0 and not bool(empty["exp_avg"].any())
+    assert state.pop(torch.nn.Parameter(torch.zeros(1)), None) is None  # not the member's
     with pytest.raises(KeyError):
         state[views[0]]
     adam.zero_grad()

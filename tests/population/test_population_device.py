@@ -105,3 +105,43 @@ def test_population_on_cuda(make_population):
     gpu.close()
     gpu2.close()
     cpu.close()
+
+
+def test_metric_suite_on_member_views_has_no_host_synchronisation(make_population):
+    """Every registered metric (probe plasticity included), run per member as a population run runs
+    it — probe states drawn from the member's replay slice, the suite on its view — makes no
+    synchronising op; the suite's values reach the host in its one final transfer, once per
+    logging row."""
+    from rlplast.callbacks import MetricsProbe
+    from rlplast.config import MetricsConfig
+    from rlplast.population.run import MemberModel
+
+    pop = make_population([0, 1], learning_starts=50)
+    pop.learn(300)
+    cfg = MetricsConfig(names=["all"], probe_size=256, n_min=5, probe_steps=20)
+    for i in range(2):
+        probe = MetricsProbe(cfg, seed=i, echo=False)
+        member = MemberModel(pop, i, 100)
+        probe.snapshot_init(member)
+        probe.compute(member, with_probe=True)  # warm-up: lazy initialisations outside the spy
+        spy = _Spy()
+        with spy:
+            values = probe.compute(member, with_probe=True)
+        assert len(values) > 20 and "aten.mm" in spy.ops or "aten.addmm" in spy.ops
+        assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
+
+
+def test_update_with_the_demos_interventions_has_no_host_synchronisation(make_population):
+    """The update path with per-member last-layer resets and the NC regularizer (the demo's methods)."""
+    pytest.importorskip("rlplast.population.interventions")
+    interventions = [
+        {"name": "reset_last_layers", "every_steps": 20},
+        {"name": "nc_regularizer", "coef": 0.05},
+    ]
+    pop = make_population([0, 1], learning_starts=40, interventions=interventions)
+    pop.learn(60)
+    spy = _Spy()
+    with spy:
+        pop.learn(40, reset_num_timesteps=False)  # updates, resets and the regularizer's term
+    assert "aten.baddbmm" in spy.ops
+    assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))

@@ -82,7 +82,10 @@ def test_metric_suite_runs_on_a_member_view(make_population):
     network (with the member's initial parameters for the distance-from-init metrics)."""
     pop = make_population([0, 1], learning_starts=50)
     pop.learn(300)
-    suite = MetricSuite(names=["all"], n_min=5, probe_steps=20, probe_batch_size=64)
+
+    def suite() -> MetricSuite:  # one per call: a metric may keep state between calls (e.g. churn)
+        return MetricSuite(names=["all"], n_min=5, probe_steps=20, probe_batch_size=64)
+
     obs = pop.replay.observations[1, :256]
     actions = pop.replay.actions[1, :256]
     view = pop.member(1)
@@ -92,14 +95,14 @@ def test_metric_suite_runs_on_a_member_view(make_population):
         for a, b in zip(standalone.parameters(), view.q_net.parameters(), strict=True)
     )
     init = [t.clone() for t in view.init_params]
-    on_view = suite.compute(view.q_net, obs, taken_actions=actions, init_params=view.init_params)
-    on_copy = suite.compute(standalone, obs, taken_actions=actions, init_params=init)
+    on_view = suite().compute(view.q_net, obs, taken_actions=actions, init_params=view.init_params)
+    on_copy = suite().compute(standalone, obs, taken_actions=actions, init_params=init)
     assert len(on_view) > 10 and _same(on_view, on_copy)
     assert any(k.startswith("collapse/") for k in on_view) and any(
         k.startswith("plasticity/") for k in on_view
     )
     # The view's values are member 1's, not member 0's.
-    other = suite.compute(
+    other = suite().compute(
         pop.member(0).q_net, obs, taken_actions=actions, init_params=pop.member(0).init_params
     )
     assert not _same(on_view, other)
