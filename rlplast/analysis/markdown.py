@@ -86,6 +86,13 @@ def report_markdown(rep: Report, sweep: Path, plots: dict[str, bool]) -> str:
         "is not shown here). Definitions: docs/compare.md.",
         "",
     ]
+    if rep.continual is not None and rep.continual.any:
+        md += [
+            "Continual-learning files: `continual.csv` (per-run means over tasks, aggregated like "
+            "`summary.csv`, task `mean`) and `improvement.csv` (x, y, quantity, probability, ci_low, "
+            "ci_high, runs_x, runs_y, tasks).",
+            "",
+        ]
     return "\n".join(md)
 
 
