@@ -75,6 +75,7 @@ __all__ = [
     "normalise",
     "profiles",
     "run_mean_cells",
+    "snap_rounding",
     "training_span",
     "with_continual",
 ]
@@ -396,7 +397,25 @@ def run_mean_cells(
             vals = continual.run_means[q][rows]
             if np.isfinite(vals).any():
                 cells.append(summary_cell(method, "mean", q, vals, None, 1000 * mi + 37 * qi + 555, n_boot))
-    return cells
+    return snap_rounding(cells)
+
+
+def snap_rounding(cells: Sequence[Cell]) -> list[Cell]:
+    """Set to 0 the estimates of continual quantities that are 0 up to rounding (in place).
+
+    The reference's forward transfer averages to 0 by construction; its mean or IQM over seeds
+    comes out as ±1e-17, which would switch a whole table column to scientific notation. An
+    estimate whose magnitude is below 1e-12 × the largest value aggregated is 0.
+    """
+    for cell in cells:
+        if cell.quantity not in CONTINUAL_QUANTITIES:
+            continue
+        scale = max(abs(cell.min), abs(cell.max)) if math.isfinite(cell.min) else 0.0
+        for name in ("mean", "iqm", "ci_low", "ci_high"):
+            value = getattr(cell, name)
+            if math.isfinite(value) and value != 0 and abs(value) < 1e-12 * scale:
+                setattr(cell, name, 0.0)
+    return list(cells)
 
 
 def common_matrices(

@@ -27,6 +27,7 @@ from rlplast.analysis.continual import (
     improvements,
     profiles,
     run_mean_cells,
+    snap_rounding,
     with_continual,
 )
 from rlplast.analysis.correlations import CORRELATION_COLUMNS, CorrelationRow, correlations
@@ -117,7 +118,7 @@ def build_report(sweep_dir: str | Path, reference: str | None = DEFAULT_REFERENC
     return Report(
         runs,
         entries,
-        aggregate(scores),
+        snap_rounding(aggregate(scores)),
         scores,
         correlations(runs, scores),
         methods,
