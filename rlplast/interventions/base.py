@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -104,6 +105,37 @@ class Intervention:
             q_values: Q-values of all actions, shape ``(batch, n_actions)``.
         """
         return None
+
+    @classmethod
+    def stacked_loss(
+        cls,
+        members: Sequence[tuple[int, Intervention]],
+        params: Sequence[torch.Tensor],
+        batch: Any,
+        features: torch.Tensor,
+        q_values: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Optional, for a population: the :meth:`loss` terms of several members in one computation.
+
+        When a class overrides this, a population calls it once per update for that class's
+        instances (the first instance of the class in each member's list) instead of calling each
+        one's :meth:`loss` on the member's slices. It must act on every member as that member's
+        :meth:`loss` would — the same term and gradient (to float32 round-off) and the same logged
+        values — which the population tests check. Worth it where the per-member calls cost many
+        small operations (``l2_init``); the default per-member path is always correct.
+
+        Args:
+            members: ``(member index, instance)`` pairs, in member order.
+            params: the stacked online parameters ``(S, *shape)``, leaves of this update's graph,
+                in ``online_net.parameters()`` order.
+            batch: the stacked replay batch (fields ``(S, B, ...)``).
+            features: penultimate features ``(S, B, D)``.
+            q_values: Q-values ``(S, B, A)``.
+
+        Returns:
+            The sum of the members' terms (0-dim), or None.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no stacked loss")
 
     def after_update(self, n_updates: int, num_timesteps: int) -> None:
         """Called after every optimizer step with the update count and the env step count."""

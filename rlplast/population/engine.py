@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from torch.nn import functional as F
 from rlplast.errors import UserError
 from rlplast.population.adam import MemberAdamState, StackedAdam
 from rlplast.population.envs import EnvSource, EpisodeTracker, make_member_envs
+from rlplast.population.interventions import PopulationInterventions, build_member_interventions
 from rlplast.population.nets import StackedQNetwork, build_member_networks
 from rlplast.population.replay import ReplaySamples, StackedReplayBuffer, check_replay_fits
 from rlplast.population.rng import EXPLORATION, RAW_HIGH, REPLAY, BlockStream
@@ -130,7 +132,8 @@ class PopulationCallback:
         """After the last iteration."""
 
 
-#: An extra loss term: ``term(batch, features, q_values)`` → per-member losses ``(S,)`` or None.
+#: An extra loss term: ``term(batch, features, q_values)`` → per-member losses ``(S,)`` (or their
+#: sum) or None.
 #: ``features`` ``(S, B, D)`` and ``q_values`` ``(S, B, A)`` are the online pass of the batch.
 LossTerm = Callable[[ReplaySamples, Tensor, Tensor], "Tensor | None"]
 
@@ -143,12 +146,24 @@ class MemberView:
     state (:class:`~rlplast.population.adam.MemberAdamState`); ``init_params`` are its initial
     parameters θ₀. ``policy`` is the view itself, so code written for ``model.policy.q_net`` /
     ``model.policy.optimizer`` reads the member.
+
+    For interventions (set up on the view, see :mod:`rlplast.population.interventions`) it offers
+    the rest of what they read from a ``PlasticDQN``: ``n_updates``, ``num_timesteps``,
+    ``action_space``, ``observation_space``, ``device``, ``n_envs`` (1), ``replay_size()`` and
+    ``replay_states()`` on the member's replay, and the member's side of the intervention helpers
+    ``parameters_for_loss()``, ``add_feature_gradient()`` and ``random_stream()``.
     """
 
+    #: Envs per member (``PlasticDQN.n_envs``): a member has one.
+    n_envs = 1
+
     def __init__(self, population: Population, index: int) -> None:
+        self._population = population
         self.index = index
         self.seed = population.seeds[index]
         self.device = population.device
+        self.action_space = population.action_space
+        self.observation_space = population.observation_space
         self.q_net: QNetwork = population.net.member_module(index)
         self.q_net_target: QNetwork = population.net.member_module(index, target=True)
         params = list(self.q_net.parameters())
@@ -163,6 +178,53 @@ class MemberView:
     def policy(self) -> MemberView:
         """The view itself (``model.policy.q_net`` / ``model.policy.optimizer`` read the member)."""
         return self
+
+    @property
+    def n_updates(self) -> int:
+        """Gradient updates so far (every member's: the population updates in lock-step)."""
+        return self._population.n_updates
+
+    @property
+    def num_timesteps(self) -> int:
+        """Env steps so far (the members' shared clock)."""
+        return self._population.num_timesteps
+
+    def replay_size(self) -> int:
+        """Transitions in the member's replay (valid positions for :meth:`replay_states`)."""
+        return self._population.replay.size()
+
+    def replay_states(
+        self, indices: np.ndarray, env_indices: np.ndarray | int = 0, normalize: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The member's stored observations and taken actions at replay ``indices`` (on the device).
+
+        ``PlasticDQN.replay_states`` for a member: ``env_indices`` must be 0 (one env per member);
+        ``normalize`` changes nothing (a population has no ``VecNormalize``).
+
+        Returns:
+            ``(observations, actions)``: observations in their stored dtype, actions 1-D ``long``.
+        """
+        if np.any(np.asarray(env_indices) != 0):
+            raise ValueError("a population member has one env: env_indices must be 0")
+        replay = self._population.replay
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1), device=self.device)
+        obs = replay.observations[self.index].index_select(0, idx)
+        return obs, replay.actions[self.index].index_select(0, idx)
+
+    def parameters_for_loss(self) -> list[Tensor]:
+        """Slices of the stacked online parameters, differentiable in this update's graph (made
+        anew per call; the view's own parameters are aliases outside that graph)."""
+        index = self.index
+        return [p[index] for p in self._population.net.params]
+
+    def add_feature_gradient(self, features: Tensor, grad: Tensor) -> None:
+        """Add ``grad`` to the gradient of the member's features slice in this update (see
+        :meth:`~rlplast.population.interventions.PopulationInterventions.add_feature_gradient`)."""
+        self._population.interventions.add_feature_gradient(self.index, features, grad)
+
+    def random_stream(self) -> AbstractContextManager[None]:
+        """The scope in which torch's global generators draw the member's own stream."""
+        return self._population.interventions.random_stream(self.index)
 
 
 class _MemberOptimizer:
@@ -187,11 +249,16 @@ class Population:
             ``features_extractor_class``, ``normalize_images``; ``optimizer_kwargs`` may set
             Adam's ``eps``/``betas``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
+        interventions: the members' interventions (:mod:`rlplast.population.interventions`): a
+            list of config entries (``{"name": "redo"}``) or fresh instances that every member gets
+            (built or copied per member), or one such list per member (members may differ in
+            intervention parameters). Available as :attr:`interventions`.
         **hyperparameters: :class:`DQNSettings` fields (SB3's names and defaults).
 
     Raises:
         UserError: no members, a negative seed, bad hyperparameters, an env the engine cannot
-            run, or replay buffers larger than the available memory.
+            run, replay buffers larger than the available memory, or an intervention that is
+            invalid or cannot run per member (checked before anything is built).
     """
 
     def __init__(
@@ -204,6 +271,7 @@ class Population:
         env_import: str | None = None,
         policy_kwargs: Mapping[str, Any] | None = None,
         device: torch.device | str = "auto",
+        interventions: Sequence[Any] | None = None,
         **hyperparameters: Any,
     ) -> None:
         seeds = [int(s) for s in seeds]
@@ -218,6 +286,7 @@ class Population:
                 f"population: unknown hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
             )
         self.settings = DQNSettings(**hyperparameters)
+        member_interventions = build_member_interventions(interventions, len(seeds))
         self.seeds = seeds
         self.n_members = len(seeds)
         if device == "auto":
@@ -264,6 +333,8 @@ class Population:
         self.loss_terms: list[LossTerm] = []
         #: Called after every update with the update count (interventions' ``after_update``).
         self.after_update_hooks: list[Callable[[int], None]] = []
+        #: Called with ``(member, task_id)`` when a member's env reports a new task (not the first).
+        self.task_switch_hooks: list[Callable[[int, int], None]] = []
 
         self.num_timesteps = 0
         self.n_updates = 0
@@ -280,13 +351,25 @@ class Population:
         self._grad_norm_sum = torch.zeros_like(self._loss_sum)
         self._stat_count = 0
         self._views: dict[int, MemberView] = {}
+        #: The members' interventions, run through the seams above (see :class:`PopulationInterventions`).
+        self.interventions = PopulationInterventions(self, member_interventions)
+        try:
+            self.interventions.setup()
+        except BaseException:
+            self.envs.close()
+            raise
         #: Members whose own code failed (see :meth:`fail_member`), by index.
         self.failures: dict[int, MemberFailure] = {}
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def from_config(
-        cls, cfg: Config, seeds: Sequence[int], device: str | None = None, env: EnvSource | None = None
+        cls,
+        cfg: Config,
+        seeds: Sequence[int],
+        device: str | None = None,
+        env: EnvSource | None = None,
+        interventions: Sequence[Any] | None = None,
     ) -> Population:
         """A population of ``cfg``'s agent and env (``train.seed`` is replaced by ``seeds``).
 
@@ -295,6 +378,8 @@ class Population:
             seeds: one seed per member.
             device: overrides ``cfg.train.device``.
             env: overrides the env made from ``cfg.env``.
+            interventions: overrides ``cfg.interventions`` (e.g. one list per member, for a sweep
+                over intervention parameters in one population).
         """
         from rlplast.train import policy_kwargs, resolve_device
 
@@ -310,6 +395,7 @@ class Population:
             # refused (UserError), never silently dropped.
             policy_kwargs=policy_kwargs(cfg),
             device=resolve_device(device or cfg.train.device),
+            interventions=cfg.interventions if interventions is None else interventions,
             **hyper,
         )
 
@@ -395,7 +481,12 @@ class Population:
         done = terminated | truncated
         # Episodes and tasks are accounted before the callback, as SB3's Monitor records an
         # episode inside env.step: a callback sees the episodes that ended at this step.
+        switches = len(self.tracker.switches)
         self.tracker.update(self.num_timesteps, rewards, done, infos)
+        if len(self.tracker.switches) > switches:
+            for switch in self.tracker.switches[switches:]:
+                for on_switch in self.task_switch_hooks:
+                    on_switch(switch.member, switch.task_id)
         if callback.on_step(self) is False:
             return False
 
