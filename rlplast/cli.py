@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep_dir", help="a directory written by `rlplast compare`, or a folder of `rlplast train` run dirs"
     )
     p.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
+    p.add_argument(
+        "--reference",
+        help="the 'from scratch' method of the continual-learning scores (normalised scores, forward "
+        "transfer; default: from_scratch when the sweep has it)",
+    )
 
     p = sub.add_parser(
         "supervised", help="run the supervised permuted-digits track (or warm start) and report"
@@ -202,7 +207,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rlplast.analysis import write_report
 
-    out = write_report(args.sweep_dir, args.out)
+    if args.reference is None:
+        out = write_report(args.sweep_dir, args.out)
+    else:
+        out = write_report(args.sweep_dir, args.out, reference=args.reference, require_reference=True)
     print(f"report written to {out}")
     return 0
 

@@ -44,6 +44,7 @@ from rlplast.analysis.plots import (
 from rlplast.analysis.scores import Scores, compute_scores
 from rlplast.analysis.stats import Improvement, Profile
 from rlplast.analysis.tables import csv_text
+from rlplast.errors import UserError
 from rlplast.io import atomic_write_text
 from rlplast.rundir import check_output_dir, make_output_dir, read_manifest
 
@@ -85,18 +86,28 @@ class Report:
     improvements: list[tuple[str, str, Improvement]] = field(default_factory=list)
 
 
-def build_report(sweep_dir: str | Path, reference: str | None = DEFAULT_REFERENCE) -> Report:
+def build_report(
+    sweep_dir: str | Path, reference: str | None = DEFAULT_REFERENCE, require_reference: bool = False
+) -> Report:
     """Load the finished runs under ``sweep_dir`` and compute every table (no file is written).
 
     Args:
         sweep_dir: the sweep directory, or a folder of run directories.
         reference: the method whose runs are "from scratch" for forward transfer and normalised
             scores (:mod:`~rlplast.analysis.continual`); None: none.
+        require_reference: refuse a ``reference`` that is not one of the sweep's methods (an
+            explicit choice); otherwise a missing reference only leaves out the normalised scores.
 
     Raises:
-        UserError: no such folder, no finished run, or a run file that cannot be read.
+        UserError: no such folder, no finished run, a run file that cannot be read, or a required
+            reference method the sweep does not have.
     """
     runs, entries = load_sweep(sweep_dir)
+    if require_reference and reference is not None and reference not in {r.method for r in runs}:
+        valid = ", ".join(sorted({r.method for r in runs}))
+        raise UserError(
+            f"--reference: no finished runs of method '{reference}' in {sweep_dir}; valid: {valid}"
+        )
     manifest = read_manifest(sweep_dir)
     if manifest is None:
         source = "alphabetical order (no sweep manifest records the order)"
@@ -132,7 +143,10 @@ def build_report(sweep_dir: str | Path, reference: str | None = DEFAULT_REFERENC
 
 
 def write_report(
-    sweep_dir: str | Path, out: str | Path | None = None, reference: str | None = DEFAULT_REFERENCE
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    reference: str | None = DEFAULT_REFERENCE,
+    require_reference: bool = False,
 ) -> Path:
     """Compute the report of a sweep and write report.md, summary.csv, correlations.csv and the figures.
 
@@ -146,6 +160,7 @@ def write_report(
         out: output folder (default ``<sweep_dir>/report``).
         reference: the "from scratch" method of the continual-learning scores (see
             :func:`build_report`).
+        require_reference: refuse a ``reference`` the sweep does not have (see :func:`build_report`).
 
     Returns:
         The output folder.
@@ -158,7 +173,7 @@ def write_report(
     matplotlib.use("Agg", force=True)
     sweep = Path(sweep_dir)
     out_dir = check_output_dir(out if out else sweep / "report", "report")
-    rep = build_report(sweep, reference)
+    rep = build_report(sweep, reference, require_reference)
     make_output_dir(out_dir, "report")
     atomic_write_text(out_dir / "summary.csv", csv_text(SUMMARY_COLUMNS, [c.as_csv() for c in rep.cells]))
     atomic_write_text(

@@ -139,3 +139,18 @@ def test_report_out_is_a_file_or_below_one(two_runs: Path, tmp_path: Path, capsy
     assert main(["report", str(two_runs)]) == 2
     assert "it exists and is not a directory" in _one_line_error(capsys)
     assert (two_runs / "report").read_text() == "not a folder\n"
+
+
+def test_report_cli_refuses_an_explicit_reference_the_sweep_lacks(
+    tmp_path: Path, write_run, episodes, capsys
+):
+    """`rlplast report --reference NAME` names a method of the sweep, else one line and exit 2."""
+    sweep = tmp_path / "sweep"
+    for method in ("vanilla", "reset"):
+        write_run(sweep / "runs" / f"{method}-s0", episodes(0.0))
+    assert main(["report", str(sweep), "--reference", "nosuch", "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch" in err[0] and "reset, vanilla" in err[0]
+    assert not (tmp_path / "rep").exists()
+    assert main(["report", str(sweep), "--reference", "vanilla", "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.md").is_file()
