@@ -13,6 +13,7 @@ from rlplast.callbacks.base import RunCallback
 if TYPE_CHECKING:
     from rlplast.agents import PlasticDQN
     from rlplast.config import MetricsConfig
+    from rlplast.metrics import TDBatch
 
 
 class MetricsProbe:
@@ -25,6 +26,12 @@ class MetricsProbe:
 
     Why some values are NaN (e.g. fewer than two action classes) is noted once per run: kept in
     :attr:`reported` (and in ``summary.json`` as ``notes``) and, with ``echo``, printed to stderr.
+
+    Stateful metrics (``churn``) keep their values in :attr:`state`, one dict shared by both
+    suites and saved in checkpoints. Metrics of the TD loss (``grama``, ``curvature``) get a replay
+    minibatch of ``probe_size`` transitions with the agent's TD targets
+    (:meth:`~rlplast.agents.PlasticDQN.replay_sample`, :meth:`~rlplast.agents.PlasticDQN.td_target`),
+    drawn with a seed from this probe's generator, only when such a metric is selected.
 
     Args:
         cfg: the ``metrics`` config section.
@@ -47,6 +54,9 @@ class MetricsProbe:
             probe_steps=cfg.probe_steps,
             probe_seed=probe_seed,
         )
+        #: Values stateful metrics keep between evaluations (shared by both suites, checkpointed).
+        self.state: dict[str, Any] = {}
+        options["state"] = self.state
         self.suite = MetricSuite(names=cfg.names, **options)
         cheap = [name for name in self.suite.names if name != "probe"]
         self.cheap_suite = (
@@ -77,13 +87,27 @@ class MetricsProbe:
             return {}
         idx = self.rng.choice(size, size=min(self.probe_size, size), replace=False)
         obs, actions = model.replay_states(idx)
-        values = suite.compute(model.q_net, obs, taken_actions=actions, init_params=self.init_params)
+        td_batch = self.td_batch(model) if suite.needs_td_batch else None
+        values = suite.compute(
+            model.q_net, obs, taken_actions=actions, init_params=self.init_params, td_batch=td_batch
+        )
         for reason in suite.nan_reasons:
             if reason not in self.reported:
                 self.reported.add(reason)
                 if self.echo:
                     print(f"rlplast: metrics: {reason} (reported once)", file=sys.stderr)
         return values
+
+    def td_batch(self, model: PlasticDQN) -> TDBatch:
+        """``probe_size`` replay transitions with their TD targets (seed drawn from :attr:`rng`)."""
+        from rlplast.metrics import TDBatch
+
+        data = model.replay_sample(self.probe_size, seed=int(self.rng.integers(2**32)))
+        return TDBatch(
+            obs=data.observations,  # type: ignore[arg-type]
+            actions=data.actions.reshape(-1).long(),
+            targets=model.td_target(data).reshape(-1),
+        )
 
     def notes(self) -> list[str]:
         """Why some values were NaN, once each (``summary.json``'s ``notes``)."""
@@ -93,8 +117,9 @@ class MetricsProbe:
 class Metrics(RunCallback):
     """Adds the metric columns to the logging rows that cross a multiple of ``every_steps``.
 
-    θ₀ is snapshot when a new run starts. The probe's generator, θ₀ and the NaN notes are part of
-    checkpoints, so a resumed run draws the same probe states.
+    θ₀ is snapshot when a new run starts. The probe's generator, θ₀, the stateful metrics' state
+    (``churn``'s reference states and previous Q-values) and the NaN notes are part of checkpoints,
+    so a resumed run draws the same probe states and continues the same comparisons.
 
     Args:
         probe: draws the probe states and runs the metric suite.
@@ -126,10 +151,15 @@ class Metrics(RunCallback):
             "metrics_rng": self.probe.rng.bit_generator.state,
             "metrics_init_params": self.probe.init_params,
             "metrics_notes": sorted(self.probe.reported),
+            # Copies of the dicts (metrics replace their tensors, never change them in place).
+            "metrics_state": {k: dict(v) if isinstance(v, dict) else v for k, v in self.probe.state.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.probe.rng.bit_generator.state = state["metrics_rng"]
         self.probe.init_params = state["metrics_init_params"]
         self.probe.reported = set(state.get("metrics_notes", ()))  # older checkpoints: none
+        # The suites hold this very dict: refill it. Older checkpoints have none (churn restarts).
+        self.probe.state.clear()
+        self.probe.state.update(state.get("metrics_state", {}))
         self.resumed = True

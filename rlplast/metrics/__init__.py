@@ -1,8 +1,10 @@
 """Neural-collapse and plasticity metrics: pure, device-resident functions on torch tensors.
 
 Every module in this package is imported here, so a new file with one ``@METRICS.register``
-function is all it takes to add a metric; a module of your own package registers the same way
-once imported, e.g. listed under ``plugins:`` in a config (see ``docs/metrics.md``).
+function is all it takes to add a metric (the helper functions of such files, e.g.
+``rlplast.metrics.churn.churn_values``, are imported from their modules); a module of your own
+package registers the same way once imported, e.g. listed under ``plugins:`` in a config (see
+``docs/metrics.md``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from rlplast.metrics.activations import ForwardPass, forward_pass, forward_with_activations
+from rlplast.metrics.activations import ForwardPass, forward_pass, forward_with_activations, is_activation
 from rlplast.metrics.collapse import (
     ClassStats,
     class_stats,
@@ -41,8 +43,9 @@ from rlplast.metrics.plasticity import (
     weight_magnitudes,
 )
 from rlplast.metrics.probe import probe_plasticity
-from rlplast.metrics.registry import METRICS, MetricContext, MetricRegistry
+from rlplast.metrics.registry import METRICS, MetricContext, MetricRegistry, TDBatch
 from rlplast.metrics.suite import MetricSuite
+from rlplast.metrics.tdloss import td_loss
 from rlplast.nets import last_linear
 
 # Import every other module of the package so its registrations run ("a metric is one file").
@@ -57,6 +60,7 @@ __all__ = [
     "MetricContext",
     "MetricRegistry",
     "MetricSuite",
+    "TDBatch",
     "class_stats",
     "collapse_metrics",
     "dead_units",
@@ -69,6 +73,7 @@ __all__ = [
     "feature_rank_from_sv",
     "forward_pass",
     "forward_with_activations",
+    "is_activation",
     "last_linear",
     "nc1",
     "nc1_quotient",
@@ -83,6 +88,7 @@ __all__ = [
     "singular_values",
     "srank",
     "srank_from_sv",
+    "td_loss",
     "unit_scores",
     "weight_magnitudes",
 ]

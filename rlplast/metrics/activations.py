@@ -9,7 +9,14 @@ from torch import Tensor, nn
 
 from rlplast.nets import last_linear
 
-__all__ = ["ACTIVATION_TYPES", "ForwardPass", "forward_pass", "forward_with_activations", "last_linear"]
+__all__ = [
+    "ACTIVATION_TYPES",
+    "ForwardPass",
+    "forward_pass",
+    "forward_with_activations",
+    "is_activation",
+    "last_linear",
+]
 
 #: Modules whose outputs are recorded as activations (and whose inputs as pre-activations).
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -31,6 +38,17 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Hardswish,
     nn.Hardsigmoid,
 )
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether the forward pass records ``module``'s output as an activation.
+
+    True for :data:`ACTIVATION_TYPES` and for any module whose class sets ``is_activation = True``
+    (e.g. ``rlplast.agents.layers.CReLU``, whose output is the concatenated ``[relu(z), relu(−z)]``:
+    its units are the concatenated features). The attribute lets activations defined outside
+    ``torch.nn`` be recorded without the metrics importing them.
+    """
+    return isinstance(module, ACTIVATION_TYPES) or getattr(type(module), "is_activation", False) is True
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ def forward_pass(q_net: nn.Module, obs: Tensor, preactivations: bool = False) ->
     The network is an SB3 ``QNetwork``-like module: ``features_extractor`` and an ``nn.Sequential``
     ``q_net`` whose last module is the output ``nn.Linear`` (any other module works too: its
     features are then the input of its last ``nn.Linear``, captured by a hook). Forward hooks are
-    registered on every activation module (:data:`ACTIVATION_TYPES`) for this call only and
+    registered on every activation module (:func:`is_activation`) for this call only and
     removed afterwards. Gradient mode is the caller's (wrap in ``torch.no_grad()`` for metrics).
 
     Pre-activations cost nothing unless requested. When requested, a forward pre-hook keeps a
@@ -112,7 +130,7 @@ def forward_pass(q_net: nn.Module, obs: Tensor, preactivations: bool = False) ->
 
     try:
         for name, module in q_net.named_modules():
-            if isinstance(module, ACTIVATION_TYPES):
+            if is_activation(module):
                 handles.append(module.register_forward_hook(make_hook(name)))
                 if pre is not None:
                     inplace = bool(getattr(module, "inplace", False))

@@ -11,7 +11,9 @@ selectable in ``MetricSuite(names=[...])`` (config ``metrics.names``). A module 
 package registers the same way once it is imported (``docs/metrics.md``, "A metric in your own
 package"). A metric that reads :attr:`MetricContext.preactivations` says so when it registers,
 ``@METRICS.register("my_metric", preactivations=True)``, so the suite's forward pass records them
-only when a selected metric needs them.
+only when a selected metric needs them. A metric that needs a TD batch (a replay minibatch with its
+TD targets, :class:`TDBatch`) registers with ``td_batch=True``; one too costly for every run
+registers with ``opt_in=True`` and is then left out of ``"all"`` (it runs only when named).
 """
 
 from __future__ import annotations
@@ -24,7 +26,27 @@ from torch import Tensor, nn
 
 from rlplast.registry import Registry
 
-__all__ = ["METRICS", "MetricContext", "MetricFn", "MetricRegistry"]
+__all__ = ["METRICS", "MetricContext", "MetricFn", "MetricRegistry", "TDBatch"]
+
+
+@dataclass(frozen=True)
+class TDBatch:
+    """A replay minibatch and its TD targets, for metrics of the TD loss (gradients, curvature).
+
+    The targets are fixed (computed by the agent from its target network, no gradient), so the
+    loss ``L(θ) = mean_i huber(Q_θ(s_i, a_i) − y_i)`` (SB3's ``smooth_l1_loss``, the loss PlasticDQN
+    minimises, without interventions' terms) is a function of the online network's parameters
+    alone.
+
+    Attributes:
+        obs: ``(B, ...)`` observations as stored in replay (before SB3's preprocessing).
+        actions: ``(B,)`` int64 actions taken.
+        targets: ``(B,)`` TD targets ``y_i`` (float).
+    """
+
+    obs: Tensor
+    actions: Tensor
+    targets: Tensor
 
 
 @dataclass
@@ -42,7 +64,7 @@ class MetricContext:
         obs: ``(N, ...)`` probe observations on the network's device, as stored in replay
             (before SB3's preprocessing, e.g. uint8 images).
         activations: output of every activation module (``nn.ReLU``, ``nn.Tanh``, … — see
-            :data:`rlplast.metrics.activations.ACTIVATION_TYPES`) by module path, e.g.
+            :func:`rlplast.metrics.activations.is_activation`) by module path, e.g.
             ``"q_net.1"``, ``"features_extractor.cnn.1"``; ``(N, units)`` after a linear layer,
             ``(N, channels, H, W)`` after a convolution. A module applied twice also has
             ``"<path>#1"``, … in call order. Dict order is call order.
@@ -72,6 +94,12 @@ class MetricContext:
         dormant_tau: threshold τ of the τ-dormant score.
         srank_delta: δ of srank.
         feature_rank_eps: ε of the feature rank.
+        curvature_iters: power iterations of the ``curvature`` metric.
+        td_batch: a replay minibatch with TD targets (:class:`TDBatch`) for metrics registered with
+            ``td_batch=True``, or None (they then return NaN).
+        state: values a metric keeps from one evaluation to the next (e.g. ``churn``'s reference
+            states and previous Q-values), under the metric's name; the suite keeps the same dict
+            across evaluations and training checkpoints it. Starts empty.
         options: free-form options for user metrics (``MetricSuite(options=...)``); the suite
             passes the same dict to every metric and every evaluation.
         metric_names: the metrics selected for this evaluation (lets shared passes compute only
@@ -102,6 +130,9 @@ class MetricContext:
     dormant_tau: float = 0.025
     srank_delta: float = 0.01
     feature_rank_eps: float = 0.01
+    curvature_iters: int = 20
+    td_batch: TDBatch | None = None
+    state: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     metric_names: tuple[str, ...] = ()
     cache: dict[str, Any] = field(default_factory=dict)
@@ -124,14 +155,21 @@ class MetricRegistry(Registry[MetricFn]):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self._preactivations: set[str] = set()
+        self._td_batch: set[str] = set()
+        self._opt_in: set[str] = set()
 
-    def register(self, name: str, *, preactivations: bool = False) -> Callable[[MetricFn], MetricFn]:
+    def register(
+        self, name: str, *, preactivations: bool = False, td_batch: bool = False, opt_in: bool = False
+    ) -> Callable[[MetricFn], MetricFn]:
         """Decorator: register a metric function under ``name``.
 
         Args:
             name: the name selected in ``metrics.names`` / ``MetricSuite(names=...)``.
             preactivations: the metric reads :attr:`MetricContext.preactivations`; the suite's
                 forward pass then records them whenever this metric is selected.
+            td_batch: the metric reads :attr:`MetricContext.td_batch`; training then draws a replay
+                minibatch and computes its TD targets whenever this metric is selected.
+            opt_in: leave the metric out of ``"all"`` (it costs extra passes); it runs when named.
 
         Raises:
             ValueError: if ``name`` is already registered.
@@ -142,6 +180,10 @@ class MetricRegistry(Registry[MetricFn]):
             base(fn)
             if preactivations:
                 self._preactivations.add(name)
+            if td_batch:
+                self._td_batch.add(name)
+            if opt_in:
+                self._opt_in.add(name)
             return fn
 
         return deco
@@ -149,6 +191,18 @@ class MetricRegistry(Registry[MetricFn]):
     def needs_preactivations(self, name: str) -> bool:
         """Whether metric ``name`` was registered with ``preactivations=True``."""
         return name in self._preactivations
+
+    def needs_td_batch(self, name: str) -> bool:
+        """Whether metric ``name`` was registered with ``td_batch=True``."""
+        return name in self._td_batch
+
+    def is_opt_in(self, name: str) -> bool:
+        """Whether metric ``name`` was registered with ``opt_in=True`` (not part of ``"all"``)."""
+        return name in self._opt_in
+
+    def default_names(self) -> list[str]:
+        """What ``"all"`` selects: every registered metric except the opt-in ones, in registration order."""
+        return [name for name in self.names() if name not in self._opt_in]
 
 
 METRICS = MetricRegistry("metric")

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from rlplast.errors import UserError
 from rlplast.metrics.activations import forward_pass
 from rlplast.metrics.collapse import check_global_mean
-from rlplast.metrics.registry import METRICS, MetricContext
+from rlplast.metrics.registry import METRICS, MetricContext, TDBatch
 from rlplast.nets import last_linear
 
 __all__ = ["MetricSuite"]
@@ -27,7 +27,8 @@ class MetricSuite:
         >>> values["collapse/nc1_greedy"], suite.nan_reasons  # doctest: +SKIP
 
     Args:
-        names: metric names, or ``("all",)`` for every registered metric (probe included).
+        names: metric names, or ``("all",)`` for every registered metric (probe included) except
+            the opt-in ones (``grama``, ``curvature``), which run only when named.
         n_min: minimum samples per action class for the NC metrics.
         nc_global_mean: ``μ_G`` of the NC metrics: ``"classes"`` (unweighted mean of the kept
             class means, default) or ``"samples"`` (mean of the kept samples, as in the paper's
@@ -39,6 +40,9 @@ class MetricSuite:
         dormant_tau: τ of the dormant score.
         srank_delta: δ of srank.
         feature_rank_eps: ε of the feature rank.
+        curvature_iters: power iterations of ``curvature``.
+        state: the dict kept across evaluations for stateful metrics (``churn``) — pass one dict to
+            several suites to share it; default: a new dict of this suite's own.
         options: free-form options passed to user metrics through ``MetricContext.options``.
 
     Raises:
@@ -58,6 +62,8 @@ class MetricSuite:
         dormant_tau: float = 0.025,
         srank_delta: float = 0.01,
         feature_rank_eps: float = 0.01,
+        curvature_iters: int = 20,
+        state: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(names, str):
@@ -65,7 +71,7 @@ class MetricSuite:
         selected: list[str] = []
         for name in names:
             if name == "all":
-                selected.extend(METRICS.names())
+                selected.extend(METRICS.default_names())
             else:
                 METRICS.get(name)  # raises UserError listing the valid names
                 selected.append(name)
@@ -74,6 +80,9 @@ class MetricSuite:
         self.names: list[str] = list(dict.fromkeys(selected))
         #: Whether the forward pass records pre-activations (some selected metric reads them).
         self.preactivations = any(METRICS.needs_preactivations(name) for name in self.names)
+        #: Whether some selected metric reads a TD batch (pass ``td_batch`` to ``compute`` then).
+        self.needs_td_batch = any(METRICS.needs_td_batch(name) for name in self.names)
+        self._missing_td_batch = False
         self.n_min = int(n_min)
         self.nc_global_mean = check_global_mean(nc_global_mean)
         self.probe_steps = int(probe_steps)
@@ -83,6 +92,9 @@ class MetricSuite:
         self.dormant_tau = float(dormant_tau)
         self.srank_delta = float(srank_delta)
         self.feature_rank_eps = float(feature_rank_eps)
+        self.curvature_iters = int(curvature_iters)
+        #: Values stateful metrics keep between evaluations (``MetricContext.state``).
+        self.state: dict[str, Any] = state if state is not None else {}
         self.options = dict(options or {})
         #: Why some values are NaN in the last ``compute`` call (log once; empty when none).
         self.nan_reasons: set[str] = set()
@@ -93,6 +105,7 @@ class MetricSuite:
         obs: Tensor,
         taken_actions: Tensor | None = None,
         init_params: Iterable[Tensor] | None = None,
+        td_batch: TDBatch | None = None,
     ) -> dict[str, Tensor]:
         """Run the selected metrics and return device tensors (no host transfer).
 
@@ -100,6 +113,7 @@ class MetricSuite:
         global torch RNG streams are forked, so they are unchanged afterwards. Pre-activations are
         recorded only when a selected metric was registered with ``preactivations=True``.
         """
+        self._missing_td_batch = self.needs_td_batch and td_batch is None
         try:
             device = next(q_net.parameters()).device
         except StopIteration:
@@ -143,6 +157,9 @@ class MetricSuite:
                     dormant_tau=self.dormant_tau,
                     srank_delta=self.srank_delta,
                     feature_rank_eps=self.feature_rank_eps,
+                    curvature_iters=self.curvature_iters,
+                    td_batch=None if td_batch is None else _on_device(td_batch, device),
+                    state=self.state,
                     options=self.options,
                     metric_names=tuple(self.names),
                 )
@@ -159,6 +176,7 @@ class MetricSuite:
         obs: Tensor,
         taken_actions: Tensor | None = None,
         init_params: Iterable[Tensor] | None = None,
+        td_batch: TDBatch | None = None,
     ) -> dict[str, float]:
         """Run the selected metrics and return python floats after ONE device-to-host transfer.
 
@@ -167,11 +185,13 @@ class MetricSuite:
             obs: ``(N, ...)`` probe observations (moved to the network's device).
             taken_actions: ``(N,)`` or ``(N, 1)`` replay actions for the ``taken`` labeling, or None.
             init_params: initial parameters in ``q_net.parameters()`` order, or None.
+            td_batch: a replay minibatch with TD targets, for the metrics that need one
+                (:attr:`needs_td_batch`; they give NaN without it).
 
         Returns:
             Metric key → float. 1-D results become ``<key>/<i>``. ``nan_reasons`` is refreshed.
         """
-        results = self.compute_tensors(q_net, obs, taken_actions, init_params)
+        results = self.compute_tensors(q_net, obs, taken_actions, init_params, td_batch)
         keys: list[str] = []
         parts: list[Tensor] = []
         for key, value in results.items():
@@ -205,4 +225,16 @@ class MetricSuite:
         for key in ("plasticity/probe_ratio",):
             if key in values and math.isnan(values[key]):
                 reasons.add("probe: the fresh network fits the random targets exactly; probe_ratio is NaN")
+        if self._missing_td_batch:
+            names = ", ".join(n for n in self.names if METRICS.needs_td_batch(n))
+            reasons.add(f"{names}: no TD batch (replay minibatch with TD targets) was given; values are NaN")
         return reasons
+
+
+def _on_device(batch: TDBatch, device: torch.device) -> TDBatch:
+    """``batch`` with its tensors on ``device`` (actions int64, flattened; targets flattened)."""
+    return TDBatch(
+        obs=batch.obs.to(device),
+        actions=batch.actions.to(device).reshape(-1).long(),
+        targets=batch.targets.to(device).reshape(-1),
+    )
