@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray-address", help="address of a running Ray cluster (needs --backend ray; default: a local Ray)"
     )
+    p.add_argument(
+        "--engine",
+        choices=["single", "population"],
+        help="single: one process per run; population: each method's seeds in one process "
+        "(rlplast.population); default: the config's train.engine (single)",
+    )
     p.add_argument("--out", help="sweep directory (default: sweeps/<config stem>)")
     _add_common_overrides(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -194,6 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         backend=args.backend,
         ray_address=args.ray_address,
         quiet=args.quiet,
+        engine=args.engine,
     )
     failed = f", {len(result.failed)} failed ({', '.join(result.failed)})" if result.failed else ""
     report = f"; report: {result.report_dir}" if result.report_dir else ""

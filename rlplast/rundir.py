@@ -3,7 +3,9 @@
 A **run directory** holds ``config.yaml``, ``metrics.csv``, ``episodes.csv``, ``tb/``,
 ``summary.json``, ``model.zip`` and ``checkpoints/`` (see the README's output layout). A **sweep
 directory** holds ``manifest.json`` (written only by the sweep's parent process) and one run
-directory per grid cell under ``runs/<method>-s<seed>/``; its report goes to ``report/``.
+directory per grid cell under ``runs/<method>-s<seed>/``; its report goes to ``report/``. A sweep
+trained by the population engine also holds ``populations/<method>/``: a population's
+``population.json`` and ``checkpoints/`` (its members' run directories stay under ``runs/``).
 
 Sweeps and analysis meet only here: neither imports the other.
 """
@@ -23,6 +25,16 @@ MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 #: Run states recorded in the manifest.
 STATES = ("pending", "running", "done", "failed", "interrupted")
+
+
+#: The folder of a sweep directory that holds its populations (``rlplast compare --engine population``).
+POPULATIONS = "populations"
+
+
+def population_dir(method: str) -> str:
+    """``populations/<method>``: where a sweep keeps the checkpoints of a method's population,
+    relative to the sweep directory (its members' run directories stay under ``runs/``)."""
+    return f"{POPULATIONS}/{method}"
 
 
 def run_name(method: str, seed: int) -> str:

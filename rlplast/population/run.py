@@ -110,7 +110,12 @@ def check_population(cfgs: Sequence[Config]) -> None:
     preflight(cfg)
     check_agent_options(cfg)
     check_interventions(cfg)
-    env = make_env(cfg)
+    try:
+        env = make_env(cfg)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - not bad input: the population reports it as a failure
+        return
     try:
         obs_space, action_space = env.observation_space, env.action_space
     finally:

@@ -15,6 +15,13 @@ scratch (its partial run directory is deleted first).
 Everything ``rlplast train`` rejects before it writes (config, env id and action space, interventions,
 metric names, device) is checked for every run in the parent before the sweep directory is created.
 
+**Engines.** With ``train.engine: population`` (or ``--engine population``) the seeds of a method
+that are not done are planned as one job, a population (:mod:`rlplast.population`) trained in one
+worker, whose checkpoints live in ``<out>/populations/<method>/``; the manifest still has one entry
+per run (member) with the same states, and each member writes its ordinary run directory. The
+population engine's own checks (agent options, network, interventions per member, replay memory
+for that many members) run in the parent too.
+
 Example:
     >>> result = run_compare("configs/cartpole.yaml", ["vanilla", "reset"], seeds=2)  # doctest: +SKIP
 """
@@ -31,16 +38,18 @@ from typing import Any
 
 from rlplast.errors import TrainingStopped, UserError
 from rlplast.methods import DEFAULT_METHODS
-from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir
+from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir, population_dir
 from rlplast.sweep.job import JobResult
 from rlplast.sweep.local import run_local
 from rlplast.sweep.manifest import Manifest, check_previous, finished_unrecorded, is_done, now
-from rlplast.sweep.plan import RunSpec, check_runs, plan_sweep
+from rlplast.sweep.plan import RunSpec, check_populations, check_runs, plan_jobs, plan_sweep
 from rlplast.sweep.progress import Progress
 from rlplast.sweep.ray import import_ray, run_ray
 from rlplast.sweep.signals import StopRequest
 
 BACKENDS = ("local", "ray")
+#: How a method's seeds are trained (``train.engine``; ``--engine``).
+ENGINES = ("single", "population")
 
 
 @dataclass
@@ -90,8 +99,10 @@ class SweepRecorder:
         self.notes: dict[str, list[str]] = {}
 
     def on_start(self, spec: RunSpec) -> None:
-        """``spec`` was handed to a worker: ``running``."""
-        self.manifest.set(spec, "running", started=now())
+        """``spec`` was handed to a worker: ``running`` (a population member also records its
+        population's directory)."""
+        extra = {"population": population_dir(spec.method)} if spec.engine == "population" else {}
+        self.manifest.set(spec, "running", started=now(), **extra)
 
     def on_end(self, spec: RunSpec, res: JobResult) -> None:
         """``spec``'s job ended: ``done``, ``interrupted`` (a stop request) or ``failed``."""
@@ -124,8 +135,10 @@ class SweepRecorder:
             print(f"rlplast compare: note from {len(names)} of {runs} runs: {note}", file=sys.stderr)
 
 
-def check_options(backend: str, ray_address: str | None, workers: int | None) -> tuple[int, bool]:
-    """Check the backend options.
+def check_options(
+    backend: str, ray_address: str | None, workers: int | None, engine: str | None = None
+) -> tuple[int, bool]:
+    """Check the backend and engine options.
 
     Returns:
         ``(workers, uncapped)``: the runs at once (default ``os.cpu_count()``), and whether every
@@ -133,8 +146,11 @@ def check_options(backend: str, ray_address: str | None, workers: int | None) ->
         by free CPUs).
 
     Raises:
-        UserError: an unknown backend, ``ray_address`` without the ray backend, ``workers`` < 1.
+        UserError: an unknown backend or engine, ``ray_address`` without the ray backend,
+            ``workers`` < 1.
     """
+    if engine is not None and engine not in ENGINES:
+        raise UserError(f"--engine: unknown engine '{engine}'; valid: {', '.join(ENGINES)}")
     if backend not in BACKENDS:
         raise UserError(f"--backend: unknown backend '{backend}'; valid: {', '.join(BACKENDS)}")
     if ray_address and backend != "ray":
@@ -171,7 +187,9 @@ def select_todo(
 
     A run ``done`` in the manifest is skipped. One that finished unrecorded (``finished``) is recorded
     ``done``. Every other run is trained: its partial run directory is deleted unless it holds
-    checkpoints (the run then continues from them when its config is the same).
+    checkpoints (the run then continues from them when its config is the same). A population
+    member's partial run directory is left to its population job, which continues it from the
+    population's checkpoint or else replaces it.
     """
     todo: list[RunSpec] = []
     for spec in specs:
@@ -181,7 +199,8 @@ def select_todo(
             wall = finished[spec.name].get("wall_time_s")
             manifest.set(spec, "done", error=None, wall_time_s=wall, finished=now())
             continue
-        if spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir():
+        partial = spec.run_dir.exists() and not (spec.run_dir / "checkpoints").is_dir()
+        if partial and spec.engine != "population":
             shutil.rmtree(spec.run_dir)  # a partial run without checkpoints: start it again
         manifest.forget(spec)
         todo.append(spec)
@@ -201,6 +220,7 @@ def run_compare(
     ray_address: str | None = None,
     quiet: bool = False,
     report: bool = True,
+    engine: str | None = None,
 ) -> SweepResult:
     """Run (or resume) the methods × seeds grid and write the report.
 
@@ -222,6 +242,7 @@ def run_compare(
         ray_address: address of an existing Ray cluster (``ray`` backend only; default: a local one).
         quiet: no progress lines.
         report: write the report when the grid is finished.
+        engine: ``single`` or ``population`` for every run (``train.engine``; None: the config's).
 
     Returns:
         What this invocation did.
@@ -231,14 +252,21 @@ def run_compare(
         TrainingStopped: SIGTERM or SIGINT stopped the sweep (``exit_code`` 128 + the signal number);
             the unfinished runs are marked ``interrupted`` and continue on a rerun.
     """
-    workers, uncapped = check_options(backend, ray_address, workers)
+    workers, uncapped = check_options(backend, ray_address, workers, engine)
     overrides = list(overrides or [])
+    if engine is not None:
+        overrides.append(f"train.engine={engine}")
     out_dir, specs = plan_sweep(config_path, methods, seeds, overrides, out)
     check_out_dir(out_dir, report)
     if backend == "ray":
         import_ray()  # fail before anything starts
-    finished = finished_unrecorded(specs, check_previous(out_dir, specs))
+    previous = check_previous(out_dir, specs)
+    finished = finished_unrecorded(specs, previous)
     check_runs(config_path, specs)
+    # The populations to train (the methods' unfinished seeds), checked as the engine checks them.
+    entries = previous.get("runs", {})
+    unfinished = [s for s in specs if not is_done(s, entries.get(s.name)) and s.name not in finished]
+    check_populations(config_path, plan_jobs(out_dir, unfinished))
     if methods is None:
         print(f"rlplast compare: no --methods given: running {', '.join(DEFAULT_METHODS)}", file=sys.stderr)
 
@@ -250,12 +278,19 @@ def run_compare(
             out_dir, config_path, overrides, list(dict.fromkeys(spec.method for spec in specs))
         )
         todo = select_todo(manifest, specs, finished)
+        plans = plan_jobs(out_dir, todo)
         result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
         progress = Progress(len(specs), result.skipped, quiet)
         n_methods = len({spec.method for spec in specs})
+        populations = [p for p in plans if p.population_dir is not None]
+        as_populations = (
+            f" (as populations: {', '.join(f'{p.specs[0].method} × {len(p.specs)}' for p in populations)})"
+            if populations
+            else ""
+        )
         progress.say(
             f"{len(specs)} runs ({n_methods} methods × {seeds} seeds), "
-            f"{result.skipped} already done, {len(todo)} to run on {backend} "
+            f"{result.skipped} already done, {len(todo)} to run{as_populations} on {backend} "
             f"{'(as the cluster allows)' if uncapped else f'with {workers} workers'}; "
             f"sweep directory: {out_dir}"
         )
@@ -263,9 +298,9 @@ def run_compare(
         stop.notice = progress.say
         if todo and not stop.requested:
             if backend == "ray":
-                run_ray(todo, len(todo) if uncapped else workers, ray_address, recorder, stop)
+                run_ray(plans, len(plans) if uncapped else workers, ray_address, recorder, stop)
             else:
-                run_local(todo, workers, recorder, stop)
+                run_local(plans, workers, recorder, stop)
         if stop.requested:
             recorder.interrupt_unstarted(todo, stop.name)
             raise TrainingStopped(

@@ -40,6 +40,19 @@ class Job:
     run_dir: str
 
 
+@dataclass(frozen=True)
+class PopulationJob:
+    """What a worker trains with the population engine: the members of one method, in one process.
+
+    Attributes:
+        members: each member's :class:`Job` (resolved config text and run directory), in seed order.
+        population_dir: the population's directory (its ``population.json`` and ``checkpoints/``).
+    """
+
+    members: tuple[Job, ...]
+    population_dir: str
+
+
 @dataclass
 class JobResult:
     """How a job ended.
@@ -73,6 +86,19 @@ class JobListener(Protocol):
 def config_from_text(text: str) -> Config:
     """The :class:`~rlplast.config.Config` of a job's payload (a ``dump_config`` text)."""
     return config_from_dict(yaml.safe_load(text))
+
+
+def execute(job: Job | PopulationJob, signals: Sequence[int] = ()) -> list[JobResult]:
+    """Train a job (in a worker): one result per run, in the job's order. Never raises for a
+    training failure (see :func:`run_job` and :func:`run_population_job`)."""
+    if isinstance(job, PopulationJob):
+        return run_population_job(job, signals)
+    return [run_job(job, signals)]
+
+
+def runs_of(job: Job | PopulationJob) -> int:
+    """How many runs a job trains (and results it returns)."""
+    return len(job.members) if isinstance(job, PopulationJob) else 1
 
 
 def run_job(job: Job, signals: Sequence[int] = ()) -> JobResult:
@@ -114,6 +140,59 @@ def run_job(job: Job, signals: Sequence[int] = ()) -> JobResult:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return _failure(job.run_dir, exc, start)
+
+
+def run_population_job(job: PopulationJob, signals: Sequence[int] = ()) -> list[JobResult]:
+    """Train the members of a population job (in a worker). Never raises for a training failure.
+
+    A population directory holding checkpoints of exactly these members and configs continues from
+    them (:func:`rlplast.population.run.resume_population`); otherwise the members start from
+    scratch (their partial run directories and the population's checkpoints are replaced). A member
+    that fails on its own is reported failed while the others finish; a failure of the whole
+    population fails every member (each gets ``error.txt``).
+
+    Args:
+        job: the payload.
+        signals: stop signals the worker received so far (see :func:`run_job`).
+
+    Returns:
+        One result per member, in the job's order; all ``stopped`` when a signal stopped the
+        population (after its checkpoint).
+    """
+    from rlplast.population.run import population_resumable, resume_population, run_population
+    from rlplast.threads import set_cpu_threads
+
+    set_cpu_threads(1)
+    start = time.perf_counter()
+    n = len(job.members)
+    run_dirs = [Path(m.run_dir) for m in job.members]
+    try:
+        cfgs = [config_from_text(m.config_text) for m in job.members]
+        if signals:
+            return [_stopped(f"received {signal.Signals(signals[0]).name} before training", start)] * n
+        result = None
+        texts = [m.config_text for m in job.members]
+        if population_resumable(job.population_dir, texts, run_dirs):
+            with contextlib.suppress(UserError):  # every checkpoint corrupt: start again below
+                result = resume_population(cfgs, run_dirs, job.population_dir, quiet=True)
+        if result is None:
+            result = run_population(cfgs, run_dirs, job.population_dir, overwrite=True, quiet=True)
+        wall = time.perf_counter() - start
+        return [
+            JobResult(ok=m.ok, wall_time_s=wall, error=m.error, summary=m.summary) for m in result.members
+        ]
+    except TrainingStopped as exc:
+        if exc.exit_code > 128:  # a signal: the checkpoint is written, the members continue on a rerun
+            line = str(exc).splitlines()[0].split("; the population continues")[0]
+            return [_stopped(line, start)] * n
+        return [_failure(str(d), exc, start) for d in run_dirs]
+    except BaseException as exc:  # noqa: BLE001 - a worker reports every failure to the parent
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        results = [_failure(str(d), exc, start) for d in run_dirs]
+        with contextlib.suppress(OSError):
+            _failure(job.population_dir, exc, start)
+        return results
 
 
 def resumable(run_dir: Path, config_text: str) -> bool:

@@ -1,8 +1,9 @@
-"""The ``local`` backend: a pool of worker processes on this machine, each training one run at a time.
+"""The ``local`` backend: a pool of worker processes on this machine, each training one job at a time
+(a run, or a population of runs).
 
 Workers are started with the ``forkserver`` start method (``spawn`` where it does not exist), never
 ``fork``, which is unsafe once torch has started threads. The parent hands out the jobs one at a time
-through a pipe per worker, so it always knows which worker trains which run.
+through a pipe per worker, so it always knows which worker trains which runs.
 
 A worker's pipe is also how the parent learns that it ended: its result arrives there, and the pipe
 reaches end-of-file when the worker exits. The exit status comes through the fork server, which a
@@ -23,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rlplast.sweep.job import JobListener, JobResult, run_job
-from rlplast.sweep.plan import RunSpec
+from rlplast.sweep.job import JobListener, JobResult, execute, runs_of
+from rlplast.sweep.plan import JobPlan
 from rlplast.sweep.signals import STOP_SIGNALS, StopRequest
 
 #: The exit code multiprocessing reports for a fork-server child whose status it could not read
@@ -53,10 +54,11 @@ def die_with_parent() -> None:
 
 
 def worker_main(conn: Any) -> None:
-    """A local worker process: runs the :class:`~rlplast.sweep.job.Job` objects it receives on ``conn``.
+    """A local worker process: runs the jobs (:class:`~rlplast.sweep.job.Job`,
+    :class:`~rlplast.sweep.job.PopulationJob`) it receives on ``conn``.
 
-    Each :class:`~rlplast.sweep.job.JobResult` goes back through ``conn``; ``None`` (or a closed
-    pipe) ends the worker. SIGTERM and SIGINT only mark the worker as stopping while it is idle or
+    Each job's list of :class:`~rlplast.sweep.job.JobResult` (one per run) goes back through
+    ``conn``; ``None`` (or a closed pipe) ends the worker. SIGTERM and SIGINT only mark the worker as stopping while it is idle or
     starting a run (it then skips the run); during training :func:`rlplast.train.run_training`'s own
     handler checkpoints and stops.
     """
@@ -74,11 +76,11 @@ def worker_main(conn: Any) -> None:
             return
         received.clear()  # the parent sends no job while it is stopping
         try:
-            result = run_job(job, received)
+            results = execute(job, received)
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt from a stray handler
-            result = JobResult(ok=False, stopped=True, error=type(exc).__name__)
+            results = [JobResult(ok=False, stopped=True, error=type(exc).__name__)] * runs_of(job)
         try:
-            conn.send(result)
+            conn.send(results)
         except OSError:
             return
 
@@ -110,20 +112,20 @@ def died(exitcode: int | None, stopping: bool) -> JobResult:
 
 @dataclass
 class Worker:
-    """A local worker process, its end of the job pipe, and the run it is training (if any)."""
+    """A local worker process, its end of the job pipe, and the job it is training (if any)."""
 
     process: Any
     conn: Any
-    spec: RunSpec | None = None
+    plan: JobPlan | None = None
 
 
 class LocalPool:
-    """Up to ``workers`` worker processes, each training one run at a time.
+    """Up to ``workers`` worker processes, each training one job (a run or a population) at a time.
 
     On a stop request no run is handed out any more and the busy workers get SIGTERM (again every
     second until they answer: one still setting up its run checkpoints once training has begun); a
-    second request kills them. A worker that exits without answering "died"; its run fails (or is
-    interrupted, when the sweep is stopping), and a fresh worker takes the next run.
+    second request kills them. A worker that exits without answering "died"; its runs fail (or are
+    interrupted, when the sweep is stopping), and a fresh worker takes the next job.
 
     Args:
         workers: the most worker processes at once.
@@ -140,13 +142,13 @@ class LocalPool:
         self.last_term = -1.0
         self.killed = False
 
-    def run(self, todo: list[RunSpec]) -> None:
-        """Train ``todo`` (in this order) and return when every run ended or the sweep stopped."""
+    def run(self, todo: list[JobPlan]) -> None:
+        """Train ``todo`` (in this order) and return when every job ended or the sweep stopped."""
         queue = list(todo)
         try:
             while True:
                 self.hand_out(queue)
-                busy = [w for w in self.pool if w.spec is not None]
+                busy = [w for w in self.pool if w.plan is not None]
                 if not busy:
                     break  # all done, or stopped before the queue was empty
                 self.pass_on_stop(busy)
@@ -154,25 +156,26 @@ class LocalPool:
         finally:
             self.close()
 
-    def hand_out(self, queue: list[RunSpec]) -> None:
-        """Give queued runs to idle workers (starting workers up to the pool size)."""
+    def hand_out(self, queue: list[JobPlan]) -> None:
+        """Give queued jobs to idle workers (starting workers up to the pool size)."""
         while queue and not self.stop.requested:
             worker = self.idle_worker()
             if worker is None:
                 return
-            spec = queue.pop(0)
+            plan = queue.pop(0)
             try:
-                worker.conn.send(spec.job())
-            except OSError:  # the idle worker is gone: another one takes the run
-                queue.insert(0, spec)
+                worker.conn.send(plan.job())
+            except OSError:  # the idle worker is gone: another one takes the job
+                queue.insert(0, plan)
                 self.pool.remove(worker)
                 continue
-            worker.spec = spec
-            self.listener.on_start(spec)
+            worker.plan = plan
+            for spec in plan.specs:
+                self.listener.on_start(spec)
 
     def idle_worker(self) -> Worker | None:
         """An idle worker, a new one when the pool is not full, else None."""
-        idle = next((w for w in self.pool if w.spec is None), None)
+        idle = next((w for w in self.pool if w.plan is None), None)
         if idle is None and len(self.pool) < self.size:
             parent_end, child_end = self.ctx.Pipe()
             process = self.ctx.Process(target=worker_main, args=(child_end,), name="rlplast-worker")
@@ -211,25 +214,27 @@ class LocalPool:
             ready += [w.process.sentinel for w in busy]
         multiprocessing.connection.wait(ready, timeout=0.5)
         for w in busy:
-            result, ended = _receive(w.conn)
-            if result is not None:
-                self.finish(w, result)
+            results, ended = _receive(w.conn)
+            if results is not None:
+                self.finish(w, results)
             elif ended or (self.trust_exit_status and not w.process.is_alive()):
                 w.process.join()
                 self.pool.remove(w)
                 w.conn.close()
-                self.finish(w, died(w.process.exitcode, self.stop.requested))
+                assert w.plan is not None
+                self.finish(w, [died(w.process.exitcode, self.stop.requested)] * len(w.plan.specs))
 
-    def finish(self, worker: Worker, result: JobResult) -> None:
-        """The worker's run ended with ``result``: the worker is idle again."""
-        spec, worker.spec = worker.spec, None
-        assert spec is not None
-        self.listener.on_end(spec, result)
+    def finish(self, worker: Worker, results: list[JobResult]) -> None:
+        """The worker's job ended with ``results`` (one per run): the worker is idle again."""
+        plan, worker.plan = worker.plan, None
+        assert plan is not None
+        for spec, result in zip(plan.specs, results, strict=True):
+            self.listener.on_end(spec, result)
 
     def close(self) -> None:
         """End every worker: idle ones are told to exit, busy ones (after an error here) get SIGTERM."""
         for w in self.pool:
-            if w.spec is None:
+            if w.plan is None:
                 with contextlib.suppress(OSError):
                     w.conn.send(None)
             else:  # only after an error in the parent itself: let the run checkpoint
@@ -242,8 +247,8 @@ class LocalPool:
             w.conn.close()
 
 
-def _receive(conn: Any) -> tuple[JobResult | None, bool]:
-    """``(result, ended)``: the worker's result if one is waiting; ``ended`` when its pipe is closed."""
+def _receive(conn: Any) -> tuple[list[JobResult] | None, bool]:
+    """``(results, ended)``: the worker's results if they are waiting; ``ended`` when its pipe is closed."""
     try:
         if conn.poll():
             return conn.recv(), False
@@ -253,13 +258,13 @@ def _receive(conn: Any) -> tuple[JobResult | None, bool]:
 
 
 def run_local(
-    todo: list[RunSpec], workers: int, listener: JobListener, stop: StopRequest | None = None
+    todo: list[JobPlan], workers: int, listener: JobListener, stop: StopRequest | None = None
 ) -> None:
     """Train ``todo`` on up to ``workers`` local worker processes (see :class:`LocalPool`).
 
     Args:
-        todo: the runs to train, in order.
-        workers: the most runs at once.
+        todo: the jobs to train (runs and populations), in order.
+        workers: the most jobs at once.
         listener: told when each run starts and ends.
         stop: the sweep's stop request (default: one that is never made).
     """

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
 from rlplast.errors import UserError
 from rlplast.methods import DEFAULT_METHODS, refuse_overlay_as_config, resolve_method
-from rlplast.rundir import run_name
-from rlplast.sweep.job import Job
+from rlplast.rundir import population_dir, run_name
+from rlplast.sweep.job import Job, PopulationJob
 
 #: Overrides every sweep run gets: no progress bar and one torch thread per worker process
 #: (two 2-thread processes on 2 cores run ~7× slower than two 1-thread ones).
@@ -69,6 +71,73 @@ class RunSpec:
         """
         run_dir = self.run_dir.resolve() if absolute else self.run_dir
         return Job(self.config_text, str(run_dir))
+
+    @property
+    def engine(self) -> str:
+        """How the run is trained: ``single`` or ``population`` (its config's ``train.engine``)."""
+        if self.config is not None:
+            return self.config.train.engine
+        return str(yaml.safe_load(self.config_text).get("train", {}).get("engine", "single"))
+
+
+@dataclass
+class JobPlan:
+    """What one worker (a local process or a Ray task) trains: one run, or a population of runs.
+
+    Attributes:
+        specs: the runs, in seed order; one for a single run, the method's unfinished seeds for a
+            population.
+        population_dir: the population's directory (``<out>/populations/<method>``), or None for a
+            single run.
+    """
+
+    specs: list[RunSpec]
+    population_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's name, or ``<method> population (<n> seeds)``."""
+        if self.population_dir is None:
+            return self.specs[0].name
+        return f"{self.specs[0].method} population ({len(self.specs)} seeds)"
+
+    def job(self, absolute: bool = False) -> Job | PopulationJob:
+        """The payload: the run's :class:`~rlplast.sweep.job.Job`, or a
+        :class:`~rlplast.sweep.job.PopulationJob` of every member's.
+
+        Args:
+            absolute: give directories as absolute paths (for workers that may run in another
+                working directory, e.g. Ray's).
+        """
+        jobs = tuple(spec.job(absolute) for spec in self.specs)
+        if self.population_dir is None:
+            return jobs[0]
+        folder = self.population_dir.resolve() if absolute else self.population_dir
+        return PopulationJob(jobs, str(folder))
+
+
+def plan_jobs(out_dir: Path, todo: list[RunSpec]) -> list[JobPlan]:
+    """Group the runs to train into jobs: one per single-engine run, one per method whose runs use
+    the population engine (``train.engine: population``), in the order of ``todo``.
+
+    Args:
+        out_dir: the sweep directory (populations live in ``<out>/populations/<method>``).
+        todo: the runs to train.
+    """
+    plans: list[JobPlan] = []
+    populations: dict[str, JobPlan] = {}
+    for spec in todo:
+        if spec.engine != "population":
+            plans.append(JobPlan([spec]))
+            continue
+        plan = populations.get(spec.method)
+        if plan is None:
+            plan = populations[spec.method] = JobPlan([], out_dir / population_dir(spec.method))
+            plans.append(plan)
+        plan.specs.append(spec)
+    for plan in populations.values():
+        plan.specs.sort(key=lambda spec: spec.seed)
+    return plans
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -191,6 +260,30 @@ def plan_sweep(
             run_dir = out_dir / "runs" / run_name(name, seed)
             specs.append(RunSpec(name, seed, run_dir, dump_config(cfg), overlay, path, all_overrides, cfg))
     return out_dir, specs
+
+
+def check_populations(config_path: str | Path, plans: list[JobPlan]) -> None:
+    """Check every population job as the population engine would before writing
+    (:func:`rlplast.population.run.check_population`: agent options, network, interventions per
+    member, the replay buffers' memory for that many members).
+
+    Raises:
+        UserError: the first population the engine would refuse, blamed on its method.
+    """
+    from rlplast.population.run import check_population
+
+    for plan in plans:
+        if plan.population_dir is None:
+            continue
+        spec = plan.specs[0]
+        try:
+            check_population(
+                [s.config or load_config(config_path, s.overrides, [s.overlay]) for s in plan.specs]
+            )
+        except UserError as exc:
+            raise UserError(
+                f"method '{spec.method}', a population of {len(plan.specs)} seeds: {exc}"
+            ) from None
 
 
 def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:

@@ -1,4 +1,4 @@
-"""The ``ray`` backend: the same jobs as Ray tasks (``num_cpus=1`` each, no retries).
+"""The ``ray`` backend: the same jobs (runs and populations) as Ray tasks (``num_cpus=1`` each, no retries).
 
 The parent still owns the manifest and submits at most ``workers`` tasks at a time (the next one as
 each finishes). Each task gets the job's payload (the resolved config text), so Ray workers never
@@ -11,8 +11,8 @@ import os
 from typing import Any
 
 from rlplast.errors import UserError
-from rlplast.sweep.job import JobListener, JobResult, run_job
-from rlplast.sweep.plan import RunSpec
+from rlplast.sweep.job import JobListener, JobResult, execute
+from rlplast.sweep.plan import JobPlan
 from rlplast.sweep.signals import StopRequest
 
 
@@ -35,7 +35,7 @@ def import_ray() -> Any:
 
 
 def run_ray(
-    todo: list[RunSpec],
+    todo: list[JobPlan],
     workers: int,
     address: str | None,
     listener: JobListener,
@@ -50,7 +50,7 @@ def run_ray(
     periodic checkpoint.
 
     Args:
-        todo: the runs to train, in order.
+        todo: the jobs to train (runs and populations), in order.
         workers: the most tasks in flight.
         address: an existing Ray cluster, or None.
         listener: told when each run is submitted and when it ends.
@@ -66,15 +66,16 @@ def run_ray(
         else:
             ray.init(num_cpus=max(1, workers), **kwargs)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        task = ray.remote(num_cpus=1, max_retries=0)(execute)
         queue = list(todo)
-        running: dict[Any, RunSpec] = {}
+        running: dict[Any, JobPlan] = {}
         cancelled = False
 
         def submit() -> None:
-            spec = queue.pop(0)
-            running[task.remote(spec.job(absolute=True))] = spec
-            listener.on_start(spec)
+            plan = queue.pop(0)
+            running[task.remote(plan.job(absolute=True))] = plan
+            for spec in plan.specs:
+                listener.on_start(spec)
 
         # At most `workers` runs are in flight; the next one is submitted as each finishes.
         while queue and len(running) < workers:
@@ -88,14 +89,17 @@ def run_ray(
                 cancelled = True
             finished, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             for ref in finished:
+                plan = running.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    results = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a lost worker or node, or a cancelled task
                     line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     result = JobResult(ok=False, error=f"ray task failed: {line}")
                     if stop.requested:
                         result.stopped, result.error = True, f"cancelled after {stop.name}"
-                listener.on_end(running.pop(ref), result)
+                    results = [result] * len(plan.specs)
+                for spec, result in zip(plan.specs, results, strict=True):
+                    listener.on_end(spec, result)
                 if queue and not stop.requested:
                     submit()
     finally:
