@@ -410,6 +410,40 @@ def test_member_random_streams(make_population):
     assert torch.equal(torch.get_rng_state(), global_state)
 
 
+#: aten ops that make the host wait for the device (as in test_population_device.py).
+SYNC_OPS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.nonzero", "aten.masked_select", "aten.equal"}
+
+
+def test_interventions_add_no_host_sync_to_updates(make_population):
+    """Loss terms and after-update checks between events keep the update path free of
+    host-synchronising ops (the engine's discipline; on the CPU the NC regularizer computes in
+    NumPy on the tensors' memory, on a GPU in torch on the device)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Spy(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    specs = [
+        [{"name": "l2_init"}, {"name": "reset_last_layers", "every_steps": 10**6}],
+        [{"name": "nc_regularizer"}, {"name": "redo", "every_updates": 10**6}],
+        [
+            {"name": "nc_regularizer", "variant": "quotient"},
+            {"name": "shrink_perturb", "when": "task_switch"},
+        ],
+    ]
+    pop = make_population([0, 1, 2], interventions=specs, learning_starts=50)
+    pop.learn(100)
+    with Spy() as spy:
+        pop.train(2)
+    assert not spy.ops & SYNC_OPS
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_events_and_losses_on_cuda(make_population, make_dqn):
