@@ -35,7 +35,9 @@ optimizer state is dropped (``rlplast.nets.drop_optimizer_state``, a full reset 
 restarts with ``θ_ref = θ_base =`` its current value; clearing the whole state also resets the tuner.
 
 Classes: :class:`TRACAdam` and :class:`TRACAdamW` take Adam's / AdamW's arguments, so SB3 builds
-them from ``policy_kwargs={"optimizer_class": TRACAdam, "optimizer_kwargs": {...}}``.
+them from ``policy_kwargs={"optimizer_class": TRACAdam, "optimizer_kwargs": {...}}``. Cost: about
+25 multi-tensor operations per step on top of the base step (measured on one busy CPU thread,
+128×128 MLP: ≈ 0.53 ms against Adam's ≈ 0.22 ms per step).
 
 Example:
     >>> import torch
@@ -209,40 +211,83 @@ class TRACMixin:
             return loss
         tuner = self._tuner(params[0].device)
         scale = tuner["scale"]  # the S the parameters were last composed with
-        h = torch.zeros((), dtype=torch.float64, device=params[0].device)
-        pairs: list[tuple[Tensor, Tensor]] = []
+        ops = _ListOps(params)
+        refs: list[Tensor] = []
+        bases: list[Tensor] = []
         new: dict[Tensor, tuple[Tensor, Tensor]] = {}
         for p in params:
             st = self.state.get(p)
             if st is None or "trac_ref" not in st:
                 # First step of this parameter (or its optimizer state was dropped): θ_ref = θ_base = θ.
-                ref, base = p.detach().clone(), p.detach().clone()
-                new[p] = (ref, base)
+                new[p] = (p.detach().clone(), p.detach().clone())
+                ref, base = new[p]
             else:
                 ref, base = st["trac_ref"], st["trac_base"]
-                # Exactly 0 unless the parameter was changed since the last step: keep that change.
-                moved = p - _compose(ref, base, scale.to(p.dtype))
-                ref.add_(moved)
-                base.add_(moved)
-            h = h + (p.grad.to(torch.float64) * (base - ref).to(torch.float64)).sum()  # type: ignore[union-attr]
-            p.copy_(base)  # the base optimizer steps from its own iterate
-            pairs.append((ref, base))
+            refs.append(ref)
+            bases.append(base)
+        # Exactly 0 unless a parameter was changed since the last step: keep that change (θ_ref and
+        # θ_base move with it, Δ = θ_base − θ_ref stays).
+        moved = ops.sub(params, ops.compose(refs, bases, scale))
+        ops.add_(refs, moved)
+        ops.add_(bases, moved)
+        h = ops.dot([p.grad for p in params], ops.sub(bases, refs))  # type: ignore[misc]
+        ops.copy_(params, bases)  # the base optimizer steps from its own iterate
         super().step()  # type: ignore[misc]
-        for p, (_, base) in zip(params, pairs, strict=True):
-            base.copy_(p)
+        ops.copy_(bases, params)
         for p, (ref, base) in new.items():  # after the base step, which initialises its own state
             self.state[p]["trac_ref"] = ref
             self.state[p]["trac_base"] = base
-        scale = tuner["scale"]
         scale.copy_(self._update_scale(h, tuner))
-        for p, (ref, base) in zip(params, pairs, strict=True):
-            p.copy_(_compose(ref, base, scale.to(p.dtype)))
+        ops.copy_(params, ops.compose(refs, bases, scale))
         return loss
 
 
-def _compose(ref: Tensor, base: Tensor, scale: Tensor) -> Tensor:
-    """``θ_ref + S (θ_base − θ_ref)``; the same expression every time, so it reproduces bit for bit."""
-    return ref + scale * (base - ref)
+class _ListOps:
+    """Elementwise operations on lists of tensors: torch's multi-tensor (``foreach``) kernels when every
+    tensor shares the first one's device and dtype (one dispatch per list), else one per tensor.
+
+    The same instance (hence the same kernels) composes the parameters and later checks them, so
+    ``θ_ref + S (θ_base − θ_ref)`` is reproduced bit for bit.
+    """
+
+    def __init__(self, like: list[Tensor]) -> None:
+        first = like[0]
+        self.foreach = all(t.device == first.device and t.dtype == first.dtype for t in like)
+        self.dtype = first.dtype
+
+    def sub(self, a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
+        if self.foreach:
+            return list(torch._foreach_sub(a, b))
+        return [x - y for x, y in zip(a, b, strict=True)]
+
+    def add_(self, a: list[Tensor], b: list[Tensor]) -> None:
+        if self.foreach:
+            torch._foreach_add_(a, b)
+        else:
+            for x, y in zip(a, b, strict=True):
+                x.add_(y)
+
+    def copy_(self, dst: list[Tensor], src: list[Tensor]) -> None:
+        if self.foreach:
+            torch._foreach_copy_(dst, src)
+        else:
+            for x, y in zip(dst, src, strict=True):
+                x.copy_(y)
+
+    def compose(self, refs: list[Tensor], bases: list[Tensor], scale: Tensor) -> list[Tensor]:
+        """``θ_ref + S (θ_base − θ_ref)`` for every parameter."""
+        out = self.sub(bases, refs)
+        if self.foreach:
+            torch._foreach_mul_(out, scale.to(self.dtype))
+            torch._foreach_add_(out, refs)
+            return out
+        return [r + d * scale.to(r.dtype) for r, d in zip(refs, out, strict=True)]
+
+    def dot(self, a: list[Tensor], b: list[Tensor]) -> Tensor:
+        """``Σ ⟨a_i, b_i⟩`` in float64 (one concatenated product)."""
+        flat_a = torch.cat([x.reshape(-1) for x in a]).to(torch.float64)
+        flat_b = torch.cat([x.reshape(-1) for x in b]).to(torch.float64)
+        return torch.dot(flat_a, flat_b)
 
 
 class TRACAdam(TRACMixin, torch.optim.Adam):

@@ -341,6 +341,13 @@ def _validate(cfg: Config) -> None:
         )
     if any(n <= 0 for n in cfg.agent.net_arch):
         raise UserError(f"agent.net_arch: layer sizes must be positive, got {cfg.agent.net_arch}")
+    if not cfg.agent.net_arch and (cfg.agent.layer_norm or cfg.agent.activation == "crelu"):
+        # The network options act on the Q head's hidden layers only: with none they would do nothing.
+        option = "agent.layer_norm" if cfg.agent.layer_norm else "agent.activation: crelu"
+        raise UserError(
+            f"{option} acts on the hidden layers of agent.net_arch, which is [] here (a features "
+            "extractor's own layers are not changed); give agent.net_arch hidden sizes, e.g. [128]"
+        )
     name = cfg.output.name
     if name is not None and (
         name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)) or "\0" in name

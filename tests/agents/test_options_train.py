@@ -71,3 +71,25 @@ def test_option_overlay_trains_with_the_new_metrics(tmp_path, method):
         assert rows[-1][key] not in ("", "nan"), key
     if method == "trac":
         assert any(r.get("train/trac_scale") for r in read_metrics_csv(out / "metrics.csv"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.weight_decay=-0.1", "agent.weight_decay: must be >= 0.0"),
+        ("agent.optimizer=sgd", "agent.optimizer: 'sgd' is not allowed; valid: adam, trac"),
+        ("agent.activation=gelu", "valid: relu, tanh, elu, leaky_relu, crelu"),
+        ("agent.layer_norm=3", "agent.layer_norm: expected true or false"),
+        ("agent.double_dqn=maybe", "agent.double_dqn: expected true or false"),
+        ("agent.net_arch=[]", "agent.layer_norm acts on the hidden layers of agent.net_arch, which is []"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors_with_exit_2(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    args = ["train", str(REPO / "configs/quickstart.yaml"), "--out", str(out), "--set", override]
+    if "net_arch" in override:
+        args += ["--set", "agent.layer_norm=true"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
