@@ -87,7 +87,9 @@ class MetricsProbe:
             return {}
         idx = self.rng.choice(size, size=min(self.probe_size, size), replace=False)
         obs, actions = model.replay_states(idx)
-        td_batch = self.td_batch(model) if suite.needs_td_batch else None
+        # An agent without replay_sample/td_target (a population member, for now) gets none: NaN + note.
+        has_td = all(callable(getattr(model, name, None)) for name in ("replay_sample", "td_target"))
+        td_batch = self.td_batch(model) if suite.needs_td_batch and has_td else None
         values = suite.compute(
             model.q_net, obs, taken_actions=actions, init_params=self.init_params, td_batch=td_batch
         )

@@ -167,3 +167,25 @@ def test_training_passes_a_td_batch_and_keeps_churn_state_in_checkpoints(tmp_pat
     again = other.compute(model, with_probe=False)
     assert later == again  # same probe draws, same churn reference and previous Q-values
     assert later["plasticity/churn_q_abs"] > 0.0
+
+
+def test_an_agent_without_td_batch_accessors_gets_nan_and_a_note():
+    """A population member's model (no replay_sample / td_target yet): NaN and a note, no crash."""
+    from rlplast.agents import PlasticDQN
+    from rlplast.callbacks.metrics import MetricsProbe
+    from rlplast.config import MetricsConfig
+
+    torch.set_num_threads(1)
+    agent = PlasticDQN("MlpPolicy", "CartPole-v1", seed=0, learning_starts=50, buffer_size=500).learn(120)
+
+    class Member:  # the accessors MetricsProbe needs for the other metrics only
+        q_net = agent.q_net
+        replay_size = agent.replay_size
+        replay_states = agent.replay_states
+
+    probe = MetricsProbe(MetricsConfig(names=["grama", "active"], probe_size=32), seed=0, echo=False)
+    values = probe.compute(Member(), with_probe=False)  # type: ignore[arg-type]
+    assert math.isnan(values["plasticity/grama_fraction"]) and math.isfinite(
+        values["plasticity/active_fraction"]
+    )
+    assert any("no TD batch" in note for note in probe.notes())
