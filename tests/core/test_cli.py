@@ -154,6 +154,10 @@ def test_console_script_reports_without_traceback(tmp_path):
                 "stats_window_size",
                 "net_arch",
                 "activation",
+                "layer_norm",
+                "weight_decay",
+                "optimizer",
+                "double_dqn",
                 "features_extractor",
                 "optimizer_impl",
             ]
