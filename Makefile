@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rlplast compare configs/quickstart.yaml --methods vanilla,reset,ncreg --seeds 2 --out sweeps/quickstart
+	$(VENV)/bin/rlplast compare configs/quickstart.yaml --seeds 5 --engine population --out sweeps/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest

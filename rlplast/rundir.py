@@ -4,8 +4,9 @@ A **run directory** holds ``config.yaml``, ``metrics.csv``, ``episodes.csv``, ``
 ``summary.json``, ``model.zip`` and ``checkpoints/`` (see the README's output layout). A **sweep
 directory** holds ``manifest.json`` (written only by the sweep's parent process) and one run
 directory per grid cell under ``runs/<method>-s<seed>/``; its report goes to ``report/``. A sweep
-trained by the population engine also holds ``populations/<method>/``: a population's
-``population.json`` and ``checkpoints/`` (its members' run directories stay under ``runs/``).
+trained by the population engine also holds ``populations/<first run>..<last run>/``: a
+population's ``population.json`` and ``checkpoints/`` (its members' run directories stay under
+``runs/``).
 
 Sweeps and analysis meet only here: neither imports the other.
 """
@@ -31,10 +32,9 @@ STATES = ("pending", "running", "done", "failed", "interrupted")
 POPULATIONS = "populations"
 
 
-def population_dir(method: str) -> str:
-    """``populations/<method>``: where a sweep keeps the checkpoints of a method's population,
-    relative to the sweep directory (its members' run directories stay under ``runs/``)."""
-    return f"{POPULATIONS}/{method}"
+def population_name(first: str, last: str) -> str:
+    """``<first run>..<last run>`` (or the one run's name): a population's folder name in a sweep."""
+    return first if first == last else f"{first}..{last}"
 
 
 def run_name(method: str, seed: int) -> str:

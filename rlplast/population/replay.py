@@ -98,7 +98,7 @@ def check_replay_fits(
     if available is not None and need > available:
         per_obs = int(np.prod(obs_shape, dtype=np.int64)) * np.dtype(obs_dtype).itemsize
         raise UserError(
-            f"population: the replay buffers of {n_members} members need {_gib(need)} "
+            f"population: the replay buffers of {n_members} member{'s' if n_members != 1 else ''} need {_gib(need)} "
             f"({n_members} x {buffer_size} transitions x (2 x {per_obs} B observations + {EXTRA_BYTES} B)), "
             f"more than the {_gib(available)} available on {torch.device(device)}; "
             "lower agent.buffer_size or the number of members"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import signal
 import sys
@@ -71,45 +72,46 @@ POPULATION_FILE = "population.json"
 
 
 # ------------------------------------------------------------------------------------ checks
-def _seedless(cfg: Config) -> dict[str, Any]:
+def _shared_part(cfg: Config) -> dict[str, Any]:
+    """What the members of a population share: the config apart from the seed and interventions."""
     data = cfg.to_dict()
     data["train"].pop("seed", None)
+    data.pop("interventions", None)
     return data
 
 
 def check_population(cfgs: Sequence[Config]) -> None:
     """Refuse members the population engine cannot train together, before anything is written.
 
-    Checks what ``rlplast train`` checks (:class:`rlplast.train.Preflight`) on the first member,
-    then what the engine needs: at least one member, distinct seeds, configs that differ in
-    ``train.seed`` only, agent settings the engine honours, a network it can stack, interventions
-    it can run per member, and replay buffers that fit in the available memory (estimated
-    before anything is allocated).
+    Checks what ``rlplast train`` checks (:class:`rlplast.train.Preflight`) on every distinct
+    member config, then what the engine needs: at least one member, configs that differ only in
+    ``train.seed`` and ``interventions`` (each member has its own), agent settings the engine
+    honours, a network it can stack, interventions it can run per member, and replay buffers that
+    fit in the available memory (estimated before anything is allocated).
 
     Raises:
         UserError: one line saying what is wrong.
     """
     from rlplast.population.nets import StackedQNetwork, build_member_networks
-    from rlplast.train import make_env, policy_kwargs, preflight, resolve_device
+    from rlplast.train import Preflight, make_env, policy_kwargs, resolve_device
 
     if len(cfgs) < 1:
         raise UserError(f"population: needs at least 1 member, got {len(cfgs)}")
-    seeds = [cfg.train.seed for cfg in cfgs]
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"population: members need distinct seeds, got {seeds}")
-    first = _seedless(cfgs[0])
+    first = _shared_part(cfgs[0])
     for i, cfg in enumerate(cfgs[1:], start=1):
-        difference = first_difference(_seedless(cfg), first)
+        difference = first_difference(_shared_part(cfg), first)
         if difference is not None:
             where, now, then = difference
             raise UserError(
                 f"population: member {i} (seed {cfg.train.seed}) differs from member 0 at {where}: "
-                f"{now!r} vs {then!r}; a population's members differ only in train.seed"
+                f"{now!r} vs {then!r}; a population's members differ only in train.seed and interventions"
             )
+    checks = Preflight()  # each distinct setting checked once
+    for cfg in cfgs:
+        checks(cfg)
+        check_interventions(cfg)
     cfg = cfgs[0]
-    preflight(cfg)
     check_agent_options(cfg)
-    check_interventions(cfg)
     try:
         env = make_env(cfg)
     except UserError:
@@ -747,7 +749,7 @@ def run_population(
     check_population(cfgs)
     cfg = cfgs[0]
     set_cpu_threads(cfg.train.torch_threads)
-    population = Population.from_config(cfg, [c.train.seed for c in cfgs])
+    population = _build(cfgs)
     try:
         interventions = _interventions_of(population, cfgs)
         # Only now touch the file system.
@@ -806,7 +808,7 @@ def resume_population(
                 raise UserError(f"{d / name} is missing or empty; cannot resume the population in {folder}")
     cfg = cfgs[0]
     set_cpu_threads(cfg.train.torch_threads)
-    population = Population.from_config(cfg, [c.train.seed for c in cfgs])
+    population = _build(cfgs)
     try:
         interventions = _interventions_of(population, cfgs)
         population.load_state_dict(payload["population"])
@@ -927,6 +929,17 @@ class _Interventions(Protocol):
     def state_dict(self) -> Any: ...
 
     def load_state_dict(self, state: Any) -> None: ...
+
+
+def _build(cfgs: Sequence[Config]) -> Population:
+    """The population of the members ``cfgs``: the first's settings, every member's seed and interventions."""
+    seeds = [c.train.seed for c in cfgs]
+    if all(c.interventions == cfgs[0].interventions for c in cfgs):
+        return Population.from_config(cfgs[0], seeds)
+    if importlib.util.find_spec("rlplast.population.interventions") is None:
+        check_interventions(cfgs[0] if cfgs[0].interventions else cfgs[-1])
+    per_member = [[dict(spec) for spec in c.interventions] for c in cfgs]
+    return Population.from_config(cfgs[0], seeds, interventions=per_member)  # type: ignore[call-arg]
 
 
 def _interventions_of(population: Population, cfgs: Sequence[Config]) -> _Interventions | None:

@@ -15,12 +15,14 @@ scratch (its partial run directory is deleted first).
 Everything ``rlplast train`` rejects before it writes (config, env id and action space, interventions,
 metric names, device) is checked for every run in the parent before the sweep directory is created.
 
-**Engines.** With ``train.engine: population`` (or ``--engine population``) the seeds of a method
-that are not done are planned as one job, a population (:mod:`rlplast.population`) trained in one
-worker, whose checkpoints live in ``<out>/populations/<method>/``; the manifest still has one entry
-per run (member) with the same states, and each member writes its ordinary run directory. The
-population engine's own checks (agent options, network, interventions per member, replay memory
-for that many members) run in the parent too.
+**Engines.** With ``train.engine: population`` (or ``--engine population``) the runs that are not
+done are trained as populations (:mod:`rlplast.population`), one job each: the runs that can share
+one (same config apart from seed and interventions) are split into one population per worker
+(:func:`~rlplast.sweep.plan.plan_jobs`), whose checkpoints live in
+``<out>/populations/<first run>..<last run>/``; the manifest still has one entry per run (member)
+with the same states, and each member writes its ordinary run directory. The population engine's
+own checks (agent options, network, interventions per member, replay memory for that many
+members) run in the parent too.
 
 Example:
     >>> result = run_compare("configs/cartpole.yaml", ["vanilla", "reset"], seeds=2)  # doctest: +SKIP
@@ -38,7 +40,7 @@ from typing import Any
 
 from rlplast.errors import TrainingStopped, UserError
 from rlplast.methods import DEFAULT_METHODS
-from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir, population_dir
+from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir
 from rlplast.sweep.job import JobResult
 from rlplast.sweep.local import run_local
 from rlplast.sweep.manifest import Manifest, check_previous, finished_unrecorded, is_done, now
@@ -101,7 +103,7 @@ class SweepRecorder:
     def on_start(self, spec: RunSpec) -> None:
         """``spec`` was handed to a worker: ``running`` (a population member also records its
         population's directory)."""
-        extra = {"population": population_dir(spec.method)} if spec.engine == "population" else {}
+        extra = {"population": spec.population} if spec.population is not None else {}
         self.manifest.set(spec, "running", started=now(), **extra)
 
     def on_end(self, spec: RunSpec, res: JobResult) -> None:
@@ -266,7 +268,7 @@ def run_compare(
     # The populations to train (the methods' unfinished seeds), checked as the engine checks them.
     entries = previous.get("runs", {})
     unfinished = [s for s in specs if not is_done(s, entries.get(s.name)) and s.name not in finished]
-    check_populations(config_path, plan_jobs(out_dir, unfinished))
+    check_populations(config_path, plan_jobs(out_dir, unfinished, None if uncapped else workers))
     if methods is None:
         print(f"rlplast compare: no --methods given: running {', '.join(DEFAULT_METHODS)}", file=sys.stderr)
 
@@ -278,13 +280,13 @@ def run_compare(
             out_dir, config_path, overrides, list(dict.fromkeys(spec.method for spec in specs))
         )
         todo = select_todo(manifest, specs, finished)
-        plans = plan_jobs(out_dir, todo)
+        plans = plan_jobs(out_dir, todo, None if uncapped else workers)
         result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
         progress = Progress(len(specs), result.skipped, quiet)
         n_methods = len({spec.method for spec in specs})
         populations = [p for p in plans if p.population_dir is not None]
         as_populations = (
-            f" (as populations: {', '.join(f'{p.specs[0].method} × {len(p.specs)}' for p in populations)})"
+            f" ({len(populations)} populations of {'/'.join(str(len(p.specs)) for p in populations)} runs)"
             if populations
             else ""
         )

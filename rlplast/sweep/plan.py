@@ -19,7 +19,7 @@ import yaml
 from rlplast.config import Config, dump_config, load_config, parse_override, read_yaml
 from rlplast.errors import UserError
 from rlplast.methods import DEFAULT_METHODS, refuse_overlay_as_config, resolve_method
-from rlplast.rundir import population_dir, run_name
+from rlplast.rundir import POPULATIONS, population_name, run_name
 from rlplast.sweep.job import Job, PopulationJob
 
 #: Overrides every sweep run gets: no progress bar and one torch thread per worker process
@@ -41,6 +41,8 @@ class RunSpec:
         overlay_path: the overlay file.
         overrides: every ``--set`` override of this run (the sweep's, then the seed and worker ones).
         config: the resolved config itself.
+        population: the population it trains in (``populations/<name>``, relative to the sweep
+            directory), set by :func:`plan_jobs`; None for a single run.
     """
 
     method: str
@@ -51,6 +53,7 @@ class RunSpec:
     overlay_path: Path | None = None
     overrides: list[str] = field(default_factory=list)
     config: Config | None = field(default=None, repr=False, compare=False)
+    population: str | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -85,9 +88,8 @@ class JobPlan:
     """What one worker (a local process or a Ray task) trains: one run, or a population of runs.
 
     Attributes:
-        specs: the runs, in seed order; one for a single run, the method's unfinished seeds for a
-            population.
-        population_dir: the population's directory (``<out>/populations/<method>``), or None for a
+        specs: the runs; one for a single run, the members of a population (see :func:`plan_jobs`).
+        population_dir: the population's directory (``<out>/populations/<name>``), or None for a
             single run.
     """
 
@@ -96,10 +98,8 @@ class JobPlan:
 
     @property
     def name(self) -> str:
-        """The run's name, or ``<method> population (<n> seeds)``."""
-        if self.population_dir is None:
-            return self.specs[0].name
-        return f"{self.specs[0].method} population ({len(self.specs)} seeds)"
+        """The run's name, or the population's."""
+        return self.specs[0].name if self.population_dir is None else self.population_dir.name
 
     def job(self, absolute: bool = False) -> Job | PopulationJob:
         """The payload: the run's :class:`~rlplast.sweep.job.Job`, or a
@@ -116,27 +116,62 @@ class JobPlan:
         return PopulationJob(jobs, str(folder))
 
 
-def plan_jobs(out_dir: Path, todo: list[RunSpec]) -> list[JobPlan]:
-    """Group the runs to train into jobs: one per single-engine run, one per method whose runs use
-    the population engine (``train.engine: population``), in the order of ``todo``.
+def population_key(spec: RunSpec) -> str:
+    """What runs must share to train in one population: the resolved config apart from
+    ``train.seed`` and ``interventions`` (each member has its own seed and interventions)."""
+    data = yaml.safe_load(spec.config_text)
+    data.get("train", {}).pop("seed", None)
+    data.pop("interventions", None)
+    return yaml.safe_dump(data, sort_keys=True)
+
+
+def plan_jobs(out_dir: Path, todo: list[RunSpec], workers: int | None = None) -> list[JobPlan]:
+    """Group the runs to train into jobs: one per single-engine run, and populations of the runs
+    that use the population engine (``train.engine: population``).
+
+    Runs that can share a population (the same config apart from the seed and the interventions,
+    :func:`population_key`: usually every method of a sweep) are split into ``workers``
+    populations of near-equal size, in grid order (method by method, seeds ascending), so that
+    every worker trains one; without ``workers`` (a Ray cluster that schedules every job at once)
+    they form one population. A member's results do not depend on the population it trains in —
+    its random streams, env and interventions are its own — so the grouping only decides speed.
 
     Args:
-        out_dir: the sweep directory (populations live in ``<out>/populations/<method>``).
-        todo: the runs to train.
+        out_dir: the sweep directory (populations live in ``<out>/populations/<first>..<last>``).
+        todo: the runs to train, in grid order.
+        workers: the jobs that run at once (None: no cap).
+
+    Returns:
+        The jobs, in the order of their first run; each member's :attr:`RunSpec.population` set.
     """
-    plans: list[JobPlan] = []
-    populations: dict[str, JobPlan] = {}
-    for spec in todo:
+    singles: dict[int, JobPlan] = {}
+    groups: dict[str, list[RunSpec]] = {}
+    order: list[tuple[str, Any]] = []
+    for position, spec in enumerate(todo):
         if spec.engine != "population":
-            plans.append(JobPlan([spec]))
+            singles[position] = JobPlan([spec])
+            order.append(("single", position))
             continue
-        plan = populations.get(spec.method)
-        if plan is None:
-            plan = populations[spec.method] = JobPlan([], out_dir / population_dir(spec.method))
-            plans.append(plan)
-        plan.specs.append(spec)
-    for plan in populations.values():
-        plan.specs.sort(key=lambda spec: spec.seed)
+        key = population_key(spec)
+        if key not in groups:
+            groups[key] = []
+            order.append(("group", key))
+        groups[key].append(spec)
+    n_population_runs = sum(len(g) for g in groups.values())
+    plans: list[JobPlan] = []
+    for kind, what in order:
+        if kind == "single":
+            plans.append(singles[what])
+            continue
+        members = groups[what]
+        share = len(members) if workers is None else workers * len(members) / n_population_runs
+        k = 1 if workers is None else max(1, min(len(members), round(share)))
+        for part in range(k):
+            chunk = members[part * len(members) // k : (part + 1) * len(members) // k]
+            name = f"{POPULATIONS}/{population_name(chunk[0].name, chunk[-1].name)}"
+            for spec in chunk:
+                spec.population = name
+            plans.append(JobPlan(chunk, out_dir / name))
     return plans
 
 
@@ -268,22 +303,20 @@ def check_populations(config_path: str | Path, plans: list[JobPlan]) -> None:
     member, the replay buffers' memory for that many members).
 
     Raises:
-        UserError: the first population the engine would refuse, blamed on its method.
+        UserError: the first population the engine would refuse, named.
     """
     from rlplast.population.run import check_population
 
     for plan in plans:
         if plan.population_dir is None:
             continue
-        spec = plan.specs[0]
         try:
             check_population(
                 [s.config or load_config(config_path, s.overrides, [s.overlay]) for s in plan.specs]
             )
         except UserError as exc:
-            raise UserError(
-                f"method '{spec.method}', a population of {len(plan.specs)} seeds: {exc}"
-            ) from None
+            runs = f"{len(plan.specs)} run{'s' if len(plan.specs) != 1 else ''}"
+            raise UserError(f"population {plan.name} ({runs}): {exc}") from None
 
 
 def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:

@@ -193,6 +193,13 @@ def test_interventions_run_per_member_and_are_logged(tmp_path):
     rows = read_metrics_csv(tmp_path / "both" / "m-s0" / "metrics.csv")
     assert rows[-1]["intervention/resets"] == "3.0" and rows[-1]["train/nc_reg_loss"] != ""
     _assert_same_member(tmp_path / "both" / "m-s1", tmp_path / "one" / "m-s1")
+    # Members with different interventions (two methods) share a population; each trains as alone.
+    mixed = [_configs([0])[0], cfgs[1]]
+    run_population(
+        mixed, [tmp_path / "mixed" / "plain-s0", tmp_path / "mixed" / "m-s1"], tmp_path / "mixed" / "pop"
+    )
+    _assert_same_member(tmp_path / "mixed" / "m-s1", tmp_path / "one" / "m-s1")
+    assert "intervention/resets" not in read_metrics_csv(tmp_path / "mixed" / "plain-s0" / "metrics.csv")[0]
 
 
 # ------------------------------------------------------------------------------ failure isolation
@@ -357,7 +364,6 @@ def test_resume_refuses_other_members(reference, resume_configs, tmp_path):
     [
         ("empty", "needs at least 1 member"),
         ("differ", r"member 1 \(seed 1\) differs from member 0 at agent.gamma"),
-        ("same seed", "distinct seeds"),
         ("memory", "the replay buffers of 2 members need"),
         ("per member", "cannot run per member"),
     ],
@@ -370,8 +376,6 @@ def test_bad_input_is_one_user_error_and_writes_nothing(tmp_path, case, message)
         cfgs[1] = load_config(
             REPO / "configs/permuted_cartpole.yaml", [*BASE, "train.seed=1", "agent.gamma=0.9"]
         )
-    elif case == "same seed":
-        cfgs = _configs([0, 0])
     elif case == "memory":
         cfgs = _configs([0, 1], ["agent.buffer_size=100000000000"])
     elif case == "per member":

@@ -85,20 +85,55 @@ def test_population_sweep_completes_reports_resumes_and_adds_seeds(setup: Path):
     assert _compare(setup, out, "vanilla,reset") == 0
     runs = read_manifest(out)["runs"]
     assert set(runs) == {f"{m}-s{s}" for m in ("vanilla", "reset") for s in range(3)}
+    # Two workers: the six runs (one config apart from the interventions) as two populations of 3.
     for name, entry in runs.items():
-        assert entry["state"] == "done" and entry["population"] == f"populations/{entry['method']}"
+        first, last = (
+            ("vanilla-s0", "vanilla-s2") if entry["method"] == "vanilla" else ("reset-s0", "reset-s2")
+        )
+        assert entry["state"] == "done" and entry["population"] == f"populations/{first}..{last}"
         summary = json.loads((out / "runs" / name / "summary.json").read_text())
         assert summary["engine"] == "population" and summary["population_size"] == 3
         assert (out / "runs" / name / "model.zip").is_file()
-    assert (out / "populations" / "reset" / "population.json").is_file()
+    assert (out / "populations" / "reset-s0..reset-s2" / "population.json").is_file()
     assert "intervention/resets" in read_metrics_csv(out / "runs" / "reset-s2" / "metrics.csv")[-1]
     assert (out / "report" / "report.md").is_file()
-    # Rerun: nothing to do. More seeds: only the new ones train, as one population per method.
+    # Rerun: nothing to do. More seeds: only the new ones train (two workers: one population each).
     kept = (out / "runs" / "vanilla-s0" / "metrics.csv").stat().st_mtime_ns
     assert _compare(setup, out, "vanilla", seeds=5) == 0
     assert (out / "runs" / "vanilla-s0" / "metrics.csv").stat().st_mtime_ns == kept
     added = json.loads((out / "runs" / "vanilla-s4" / "summary.json").read_text())
-    assert added["population_size"] == 2  # a member is its seed's run in any population: tests/population
+    assert added["population_size"] == 1 and read_manifest(out)["runs"]["vanilla-s4"]["population"] == (
+        "populations/vanilla-s4"
+    )
+
+
+def test_runs_that_can_share_a_population_are_split_into_one_population_per_worker(setup: Path):
+    from rlplast.sweep.plan import plan_jobs, plan_sweep
+
+    (setup / "methods" / "ncreg.yaml").write_text("interventions:\n  - {name: nc_regularizer, coef: 0.05}\n")
+    (setup / "methods" / "gamma.yaml").write_text("agent: {gamma: 0.9}\n")
+    out, specs = plan_sweep(
+        setup / "base.yaml", ["vanilla", "reset", "ncreg"], 5, ["train.engine=population"]
+    )
+    sizes = lambda plans: [len(p.specs) for p in plans]  # noqa: E731
+    plans = plan_jobs(out, specs, workers=2)
+    assert sizes(plans) == [7, 8] and [p.name for p in plans] == [
+        "vanilla-s0..reset-s1",
+        "reset-s2..ncreg-s4",
+    ]
+    assert specs[0].population == "populations/vanilla-s0..reset-s1"
+    assert sizes(plan_jobs(out, specs, workers=None)) == [15]
+    assert sizes(plan_jobs(out, specs[:2], workers=4)) == [1, 1]
+    # Another agent setting cannot share the population; single-engine runs stay single jobs.
+    _, other = plan_sweep(setup / "base.yaml", ["gamma"], 2, ["train.engine=population"])
+    _, single = plan_sweep(setup / "base.yaml", ["vanilla"], 2)
+    plans = plan_jobs(out, [*specs[:4], *other, *single], workers=2)
+    assert [(p.population_dir is None, len(p.specs)) for p in plans] == [
+        (False, 4),
+        (False, 2),
+        (True, 1),
+        (True, 1),
+    ]
 
 
 def test_the_config_key_chooses_the_engine(setup: Path):
@@ -106,7 +141,7 @@ def test_the_config_key_chooses_the_engine(setup: Path):
     args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "1"]
     assert main([*args, "--out", str(out), "--quiet", *_overrides(), "--set", "train.engine=population"]) == 0
     runs = read_manifest(out)["runs"]
-    assert {e.get("population") for e in runs.values()} == {"populations/vanilla"}
+    assert {e.get("population") for e in runs.values()} == {"populations/vanilla-s0..vanilla-s1"}
     # --engine overrides the key (a different config: refused next to the population's runs).
     assert main([*args, "--out", str(out), "--quiet", *_overrides(), "--engine", "single"]) == 2
 
@@ -151,7 +186,7 @@ def test_sigterm_interrupts_the_population_and_a_rerun_continues_it_exactly(setu
     proc = subprocess.Popen(
         [sys.executable, "-m", "rlplast.cli", *args, "--out", str(out)], stderr=subprocess.PIPE, text=True
     )
-    checkpoints = out / "populations" / "vanilla" / "checkpoints"
+    checkpoints = out / "populations" / "vanilla-s0..vanilla-s1" / "checkpoints"
     deadline = time.monotonic() + 120
     while not (checkpoints.is_dir() and any(checkpoints.glob("ckpt-*.pkl"))):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
@@ -178,7 +213,7 @@ def test_sigterm_interrupts_the_population_and_a_rerun_continues_it_exactly(setu
     [
         (
             ["--set", "agent.buffer_size=100000000000"],
-            "a population of 3 seeds: population: the replay buffers of 3",
+            "population vanilla-s0 (1 run): population: the replay buffers of 1 member need",
         ),
         (["--methods", "scratch"], "cannot run per member"),
     ],
