@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -171,6 +173,20 @@ def test_a_failing_member_is_reported_while_the_others_finish(setup: Path, monke
         assert runs[f"crash-s{s}"]["error"] == "RuntimeError: boom: injected failure"
         assert "Traceback" in (out / "runs" / f"crash-s{s}" / "error.txt").read_text()
     assert "4 failed" in capsys.readouterr().out
+
+
+def test_ray_tasks_train_populations(setup: Path):
+    if os.environ.get("CI") and importlib.util.find_spec("ray") is None:
+        pytest.fail("CI installs rlplast[ray] (Makefile: .[dev,ray]) but ray is not importable")
+    pytest.importorskip("ray")
+    out = setup / "sweep"
+    args = ["compare", str(setup / "base.yaml"), "--methods", "vanilla", "--seeds", "2", "--workers", "1"]
+    extra = ["--backend", "ray", "--engine", "population", "--set", "metrics.enabled=false"]
+    assert main([*args, "--out", str(out), "--quiet", *_overrides(), *extra]) == 0
+    runs = read_manifest(out)["runs"]
+    assert {e["state"] for e in runs.values()} == {"done"}
+    assert {e["population"] for e in runs.values()} == {"populations/vanilla-s0..vanilla-s1"}
+    assert json.loads((out / "runs" / "vanilla-s1" / "summary.json").read_text())["population_size"] == 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pdeathsig and /proc")
