@@ -288,16 +288,12 @@ class MemberModel:
         return None
 
     def replay_size(self) -> int:
-        """Transitions stored in the member's replay buffer."""
-        return self.population.replay.size()
+        """Transitions stored in the member's replay buffer (the view's)."""
+        return self.view.replay_size()
 
     def replay_states(self, indices: np.ndarray, env_indices: Any = 0, normalize: bool = False) -> Any:
-        """The member's stored observations at ``indices`` and the actions taken in them (device tensors)."""
-        replay = self.population.replay
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64).to(replay.device)
-        obs = replay.observations[self.index].index_select(0, idx)
-        actions = replay.actions[self.index].index_select(0, idx)
-        return obs, actions
+        """The member's stored observations at ``indices`` and the actions taken in them (the view's)."""
+        return self.view.replay_states(indices, env_indices, normalize)
 
     def pop_train_stats(self) -> dict[str, float]:
         """The member's values for the current row (see :attr:`row_stats`)."""
