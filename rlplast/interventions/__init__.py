@@ -20,6 +20,7 @@ from rlplast.interventions import (  # noqa: F401  (imported to register)
     redo,
     reset_last_layers,
     shrink_perturb,
+    weight_clipping,
 )
 from rlplast.interventions.base import (
     INTERVENTIONS,

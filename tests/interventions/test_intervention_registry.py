@@ -39,6 +39,7 @@ FAST: dict[str, dict[str, Any]] = {
     "redo": {"every_updates": 20, "batch_size": 64},
     "l2_init": {"coef": 1e-2},
     "nc_regularizer": {"coef": 0.05},
+    "weight_clipping": {"kappa": 1.0},
 }
 
 

@@ -19,6 +19,10 @@ The same two checks run on two user-style interventions written against the docu
 only (public helpers): the ``head_noise`` example of ``docs/interventions.md`` (an event drawing
 random numbers) and :class:`FeaturePull` below (a loss term through ``parameters_for_loss`` and a
 feature gradient through ``add_feature_gradient``).
+
+An intervention that acts after every update but has nothing left to do at the events once
+training ran (weight clipping: the weights are within their bounds) is in :data:`UPDATES`: its
+update check also asserts that it changed the member's weights.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ CASES: dict[str, dict[str, Any]] = {
     "l2_init": {"name": "l2_init", "coef": 0.1},
     "nc_regularizer": {"name": "nc_regularizer", "coef": 0.5},
     "nc_regularizer-quotient": {"name": "nc_regularizer", "coef": 0.5, "variant": "quotient"},
+    "weight_clipping": {"name": "weight_clipping", "kappa": 0.5},
 }
 
 
@@ -115,6 +120,9 @@ EVENTS = {
 }
 #: Cases whose loss term acts in an update.
 LOSSES = {"l2_init", "nc_regularizer", "nc_regularizer-quotient", "user-feature_pull"}
+#: Cases that act after every update but find nothing to do at the events once training ran
+#: (weight clipping: the weights are already within their bounds).
+UPDATES = {"weight_clipping"}
 SEEDS = [5, 6, 7]
 MEMBER = 1
 
@@ -131,7 +139,7 @@ def _per_member_builtins() -> set[str]:
 
 def test_every_registered_intervention_has_a_case():
     assert _per_member_builtins() <= {spec["name"] for spec in CASES.values()}, "add a case to CASES"
-    assert set(CASES) | set(USER_CASES) == EVENTS | LOSSES
+    assert set(CASES) | set(USER_CASES) == EVENTS | LOSSES | UPDATES
 
 
 # ------------------------------------------------------------------------------ state helpers
@@ -307,3 +315,6 @@ def test_an_update_acts_on_the_member_as_on_plastic_dqn(case, make_population, m
     if case in LOSSES:  # the term acted: the member differs from the twin's member without it
         ours_m, plain = _member_state(pop, MEMBER)["exp_avg"], _member_state(twin, MEMBER)["exp_avg"]
         assert max(float((a - b).abs().max()) for a, b in zip(ours_m, plain, strict=True)) > 1e-4
+    if case in UPDATES:  # the after-update step acted: the member's weights differ from the twin's
+        ours_p, plain = _member_state(pop, MEMBER)["params"], _member_state(twin, MEMBER)["params"]
+        assert not all(torch.equal(a, b) for a, b in zip(ours_p, plain, strict=True))
