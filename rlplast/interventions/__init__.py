@@ -15,6 +15,7 @@ Example:
 from rlplast.interventions import (  # noqa: F401  (imported to register)
     from_scratch,
     full_reset,
+    hare_tortoise,
     l2_init,
     nc_regularizer,
     redo,

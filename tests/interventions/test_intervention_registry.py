@@ -40,6 +40,7 @@ FAST: dict[str, dict[str, Any]] = {
     "l2_init": {"coef": 1e-2},
     "nc_regularizer": {"coef": 0.05},
     "weight_clipping": {"kappa": 1.0},
+    "hare_tortoise": {"every_steps": 200, "when": "both", "alpha": 0.01},
 }
 
 

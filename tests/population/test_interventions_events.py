@@ -66,6 +66,15 @@ CASES: dict[str, dict[str, Any]] = {
     "nc_regularizer": {"name": "nc_regularizer", "coef": 0.5},
     "nc_regularizer-quotient": {"name": "nc_regularizer", "coef": 0.5, "variant": "quotient"},
     "weight_clipping": {"name": "weight_clipping", "kappa": 0.5},
+    "hare_tortoise": {"name": "hare_tortoise", "every_steps": 70, "when": "both", "alpha": 0.1},
+    "hare_tortoise-keep": {
+        "name": "hare_tortoise",
+        "every_steps": 70,
+        "when": "both",
+        "alpha": 0.1,
+        "target": "keep",
+        "reset_optimizer": False,
+    },
 }
 
 
@@ -117,6 +126,8 @@ EVENTS = {
     "shrink_perturb-copy",
     "redo",
     "user-head_noise",
+    "hare_tortoise",
+    "hare_tortoise-keep",
 }
 #: Cases whose loss term acts in an update.
 LOSSES = {"l2_init", "nc_regularizer", "nc_regularizer-quotient", "user-feature_pull"}
