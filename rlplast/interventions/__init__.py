@@ -18,6 +18,7 @@ from rlplast.interventions import (  # noqa: F401  (imported to register)
     hare_tortoise,
     l2_init,
     nc_regularizer,
+    plasticity_injection,
     redo,
     reset_last_layers,
     shrink_perturb,

@@ -41,6 +41,7 @@ FAST: dict[str, dict[str, Any]] = {
     "nc_regularizer": {"coef": 0.05},
     "weight_clipping": {"kappa": 1.0},
     "hare_tortoise": {"every_steps": 200, "when": "both", "alpha": 0.01},
+    "plasticity_injection": {"every_steps": 200, "when": "both"},
 }
 
 

@@ -35,10 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import pytest
 import torch
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+from rlplast.errors import UserError
 from rlplast.interventions import INTERVENTIONS, Intervention, build_intervention
 from rlplast.population import ReplaySamples
 
@@ -329,3 +331,21 @@ def test_an_update_acts_on_the_member_as_on_plastic_dqn(case, make_population, m
     if case in UPDATES:  # the after-update step acted: the member's weights differ from the twin's
         ours_p, plain = _member_state(pop, MEMBER)["params"], _member_state(twin, MEMBER)["params"]
         assert not all(torch.equal(a, b) for a, b in zip(ours_p, plain, strict=True))
+
+
+# ------------------------------------------------------------------------------ refused up front
+def test_plasticity_injection_is_refused_before_anything_is_built(make_population):
+    made: list[int] = []
+
+    def factory() -> gym.Env:
+        made.append(1)
+        return gym.make("CartPole-v1")
+
+    injection = INTERVENTIONS.get("plasticity_injection")
+    assert not injection.per_member
+    with pytest.raises(UserError) as err:
+        make_population([0, 1], env=factory, interventions=[{"name": "plasticity_injection"}])
+    assert str(err.value) == (
+        f"population: intervention 'plasticity_injection' cannot run per member: {injection.per_member_reason}"
+    )
+    assert err.value.exit_code == 2 and not made
