@@ -42,6 +42,7 @@ FAST: dict[str, dict[str, Any]] = {
     "weight_clipping": {"kappa": 1.0},
     "hare_tortoise": {"every_steps": 200, "when": "both", "alpha": 0.01},
     "plasticity_injection": {"every_steps": 200, "when": "both"},
+    "continual_backprop": {"replacement_rate": 0.01, "maturity_threshold": 20},
 }
 
 

@@ -77,6 +77,12 @@ CASES: dict[str, dict[str, Any]] = {
         "target": "keep",
         "reset_optimizer": False,
     },
+    "continual_backprop": {
+        "name": "continual_backprop",
+        "replacement_rate": 0.05,
+        "maturity_threshold": 5,
+        "decay_rate": 0.9,
+    },
 }
 
 
@@ -130,6 +136,7 @@ EVENTS = {
     "user-head_noise",
     "hare_tortoise",
     "hare_tortoise-keep",
+    "continual_backprop",
 }
 #: Cases whose loss term acts in an update.
 LOSSES = {"l2_init", "nc_regularizer", "nc_regularizer-quotient", "user-feature_pull"}
@@ -316,8 +323,10 @@ def test_an_update_acts_on_the_member_as_on_plastic_dqn(case, make_population, m
     (ours,) = pop.interventions.members[MEMBER]
     (theirs,) = model.interventions
     batch = _batch(len(SEEDS), 32, seed=7)
+    pop.interventions.streams[MEMBER].manual_seed(4321)  # an event in the update (continual_backprop)
     pop.update(batch)
     twin.update(batch)
+    torch.manual_seed(4321)  # ...draws the same numbers in the single run
     _train_on(model, _member_batch(batch, MEMBER), monkeypatch)
 
     _assert_states(_member_state(pop, MEMBER), _model_state(model), f"{case} member", exact=False)
