@@ -13,6 +13,7 @@ Example:
 """
 
 from rlplast.interventions import (  # noqa: F401  (imported to register)
+    cchain,
     continual_backprop,
     from_scratch,
     full_reset,

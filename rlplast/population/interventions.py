@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERVENTIONS_STREAM",
+    "MEMBER_VIEW_METHODS",
     "InterventionSpec",
     "MemberRandomStream",
     "PopulationInterventions",
@@ -65,6 +66,14 @@ __all__ = [
 #: Purpose key of the members' intervention random streams (part of their seeds: never renumber;
 #: the engine's own streams use 1 and 2, see :mod:`rlplast.population.rng`).
 INTERVENTIONS_STREAM = 3
+
+#: The agent methods a member view (:class:`~rlplast.population.engine.MemberView`) offers, as
+#: PlasticDQN does; an intervention instance whose ``model_needs`` (optional: a tuple of method
+#: names) lists another one is refused when the population is built (kept in step with
+#: ``MemberView`` by the population tests).
+MEMBER_VIEW_METHODS = frozenset(
+    {"replay_size", "replay_states", "parameters_for_loss", "add_feature_gradient", "random_stream"}
+)
 
 #: An intervention as a config entry (``{"name": "redo", "tau": 0.1}``) or an instance not yet set up.
 InterventionSpec = Mapping[str, Any] | Intervention
@@ -135,6 +144,15 @@ def _build(spec: Any, copy_instance: bool) -> Intervention:
     if not cls.per_member:
         reason = cls.per_member_reason or f"{cls.__name__}.per_member is False"
         raise UserError(f"population: intervention '{cls.name}' cannot run per member: {reason}")
+    # Agent methods this instance needs (``model_needs``, e.g. C-CHAIN's automatic coefficient
+    # needs ``td_target``) that a member view does not offer: refused here, before anything is built.
+    missing = [m for m in getattr(intervention, "model_needs", ()) if m not in MEMBER_VIEW_METHODS]
+    if missing:
+        raise UserError(
+            f"population: intervention '{cls.name}' cannot run per member with these parameters: it "
+            f"needs the agent's {', '.join(f'{m}()' for m in missing)}, which a population member does "
+            "not offer"
+        )
     return intervention
 
 

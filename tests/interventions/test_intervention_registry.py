@@ -43,6 +43,7 @@ FAST: dict[str, dict[str, Any]] = {
     "hare_tortoise": {"every_steps": 200, "when": "both", "alpha": 0.01},
     "plasticity_injection": {"every_steps": 200, "when": "both"},
     "continual_backprop": {"replacement_rate": 0.01, "maturity_threshold": 20},
+    "cchain": {"warmup_updates": 20, "window": 50},
 }
 
 

@@ -42,7 +42,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from rlplast.errors import UserError
 from rlplast.interventions import INTERVENTIONS, Intervention, build_intervention
-from rlplast.population import ReplaySamples
+from rlplast.population import MemberView, ReplaySamples
 
 #: Parameters that make each intervention act in the events and the update below (case id → spec).
 CASES: dict[str, dict[str, Any]] = {
@@ -83,6 +83,7 @@ CASES: dict[str, dict[str, Any]] = {
         "maturity_threshold": 5,
         "decay_rate": 0.9,
     },
+    "cchain": {"name": "cchain", "coef": 1000.0, "auto": False, "seed": 2},
 }
 
 
@@ -139,10 +140,16 @@ EVENTS = {
     "continual_backprop",
 }
 #: Cases whose loss term acts in an update.
-LOSSES = {"l2_init", "nc_regularizer", "nc_regularizer-quotient", "user-feature_pull"}
+LOSSES = {"l2_init", "nc_regularizer", "nc_regularizer-quotient", "user-feature_pull", "cchain"}
 #: Cases that act after every update but find nothing to do at the events once training ran
 #: (weight clipping: the weights are already within their bounds).
 UPDATES = {"weight_clipping"}
+#: C-CHAIN's automatic coefficient needs the agent's TD targets (``td_target``), which a member
+#: view does not offer yet: until it does, a population refuses it (tested below).
+MEMBER_TD_TARGETS = callable(getattr(MemberView, "td_target", None))  # (and in MEMBER_VIEW_METHODS)
+if MEMBER_TD_TARGETS:
+    CASES["cchain-auto"] = {"name": "cchain", "warmup_updates": 10, "window": 100, "seed": 2}
+    LOSSES.add("cchain-auto")
 SEEDS = [5, 6, 7]
 MEMBER = 1
 
@@ -358,3 +365,140 @@ def test_plasticity_injection_is_refused_before_anything_is_built(make_populatio
         f"population: intervention 'plasticity_injection' cannot run per member: {injection.per_member_reason}"
     )
     assert err.value.exit_code == 2 and not made
+
+
+@pytest.mark.skipif(MEMBER_TD_TARGETS, reason="member views offer td_target: the cchain-auto case runs")
+def test_cchain_automatic_coefficient_is_refused_before_anything_is_built(make_population):
+    made: list[int] = []
+
+    def factory() -> gym.Env:
+        made.append(1)
+        return gym.make("CartPole-v1")
+
+    with pytest.raises(UserError) as err:
+        make_population(SEEDS, env=factory, interventions=[[], [{"name": "cchain"}], []])
+    assert str(err.value) == (
+        "population: intervention 'cchain' cannot run per member with these parameters: it needs the "
+        "agent's td_target(), which a population member does not offer"
+    )
+    assert err.value.exit_code == 2 and not made
+    make_population(SEEDS, interventions=[{"name": "cchain", "auto": False}])  # a fixed λ runs per member
+
+
+def test_the_method_pack_adds_no_host_sync_to_updates(make_population):
+    """Weight clipping, Hare & Tortoise between resets, continual backprop between replacements
+    and C-CHAIN's term keep the update path free of host-synchronising ops."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sync_ops = {
+        "aten._local_scalar_dense",
+        "aten.is_nonzero",
+        "aten.nonzero",
+        "aten.masked_select",
+        "aten.equal",
+    }
+
+    class Spy(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    specs = [
+        [{"name": "weight_clipping"}, {"name": "cchain", "auto": False}],
+        [{"name": "hare_tortoise", "every_steps": 10**6}, {"name": "continual_backprop"}],
+        [{"name": "cchain", "auto": False, "coef": 1.0, "batch_size": 8}],
+    ]
+    pop = make_population([0, 1, 2], interventions=specs, learning_starts=50)
+    pop.learn(100)
+    with Spy() as spy:
+        pop.train(2)
+    assert not spy.ops & sync_ops
+    assert not pop.failures
+
+
+def test_a_population_with_the_method_pack_resumes_exactly(make_population):
+    """Population.state_dict + interventions.state_dict + the runner's pickled intervention objects
+    restore weight clipping, Hare & Tortoise, continual backprop and C-CHAIN exactly."""
+    import pickle
+
+    import cloudpickle
+
+    from rlplast.population.run import intervention_objects, restore_intervention_objects
+
+    specs = [
+        [
+            {"name": "weight_clipping", "kappa": 0.5},
+            {"name": "hare_tortoise", "every_steps": 150, "alpha": 0.05},
+        ],
+        [
+            {"name": "continual_backprop", "replacement_rate": 0.02, "maturity_threshold": 10},
+            {"name": "cchain", "auto": False, "coef": 10.0},
+        ],
+    ]
+
+    def tensors(pop, i: int) -> list[torch.Tensor]:
+        adam = pop.optimizer
+        return [
+            *[p.detach()[i] for p in pop.net.params],
+            *[p[i] for p in pop.net.target_params],
+            *[m[i] for m in adam.exp_avg],
+            *[m[i] for m in adam.exp_avg_sq],
+            adam.steps[:, i],
+        ]
+
+    first = make_population([0, 1], interventions=specs, learning_starts=50)
+    first.learn(200)
+    saved = pickle.loads(cloudpickle.dumps((first.state_dict(), first.interventions.state_dict())))
+    objects = intervention_objects(first)
+    second = make_population([0, 1], interventions=specs, learning_starts=50)
+    second.load_state_dict(saved[0])
+    second.interventions.load_state_dict(saved[1])
+    restore_intervention_objects(second, objects)
+    for pop in (first, second):
+        pop.learn(200, reset_num_timesteps=False)
+    assert not first.failures and not second.failures
+    assert first.interventions.members[1][0].units_replaced > 0
+    for i in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(tensors(first, i), tensors(second, i), strict=True))
+        assert first.interventions.log_values(i) == second.interventions.log_values(i)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "plasticity_injection"}, "intervention 'plasticity_injection' cannot run per member"),
+        pytest.param(
+            {"name": "cchain"},
+            "intervention 'cchain' cannot run per member with these parameters",
+            marks=pytest.mark.skipif(MEMBER_TD_TARGETS, reason="member views offer td_target"),
+        ),
+    ],
+)
+def test_the_population_run_check_refuses_them_before_writing(spec, message):
+    """What ``compare --engine population`` runs in the parent before anything is written."""
+    from rlplast.config import config_from_dict
+    from rlplast.population.run import check_population
+
+    cfg = config_from_dict(
+        {"env": {"id": "CartPole-v1"}, "interventions": [spec], "train": {"device": "cpu"}}
+    )
+    with pytest.raises(UserError, match=message) as err:
+        check_population([cfg])
+    assert "\n" not in str(err.value) and err.value.exit_code == 2
+    fixed = {"env": {"id": "CartPole-v1"}, "interventions": [{"name": "cchain", "auto": False}]}
+    check_population([config_from_dict({**fixed, "train": {"device": "cpu"}})])
+
+
+def test_member_view_methods_are_those_of_member_view():
+    """The list a population checks ``model_needs`` against is MemberView's own."""
+    from rlplast.population.interventions import MEMBER_VIEW_METHODS
+
+    assert all(callable(getattr(MemberView, m, None)) for m in MEMBER_VIEW_METHODS)
+    for method in ("td_target", "replay_sample"):  # PlasticDQN's accessors a view may gain
+        assert hasattr(MemberView, method) == (method in MEMBER_VIEW_METHODS), (
+            f"MemberView.{method}: update MEMBER_VIEW_METHODS in rlplast/population/interventions.py"
+        )
