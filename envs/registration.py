@@ -87,15 +87,18 @@ class EnvEntry:
     description: str
     entry_point: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    needs: str | None = None  # optional extra the env needs, e.g. "minatar"
+    needs: str | None = None  # optional extra the env needs, e.g. "minatar" or "box2d"
 
 
-def _shifted(env_id: str, description: str, base_id: str, shift: str, **extra: Any) -> EnvEntry:
+def _shifted(
+    env_id: str, description: str, base_id: str, shift: str, needs: str | None = None, **extra: Any
+) -> EnvEntry:
     return EnvEntry(
         id=env_id,
         description=description,
         entry_point="rlplast.envs.registration:make_shifted",
         kwargs={"base_id": base_id, "shift": shift, **SCHEDULE_DEFAULTS, **extra},
+        needs=needs,
     )
 
 
@@ -136,6 +139,14 @@ ENVS: list[EnvEntry] = [
         "Acrobot-v1, observation offset eps_k ~ N(0, sigma^2 I) per task",
         "Acrobot-v1",
         "offset_observation",
+        sigma=2.0,
+    ),
+    _shifted(
+        "rlplast/OffsetLunarLander-v0",
+        "LunarLander-v3 (Box2D), observation offset eps_k ~ N(0, sigma^2 I) per task",
+        "LunarLander-v3",
+        "offset_observation",
+        needs="box2d",
         sigma=2.0,
     ),
     _shifted(

@@ -17,6 +17,8 @@ from rlplast.envs import ENVS, find_task_wrapper, format_env_table, list_envs, m
 from rlplast.errors import UserError
 
 HAS_MINATAR = importlib.util.find_spec("minatar") is not None
+#: Optional extra -> whether it is installed (an id that needs a missing one is skipped).
+INSTALLED = {"minatar": HAS_MINATAR, "box2d": importlib.util.find_spec("Box2D") is not None}
 NEEDS = {e.id: e.needs for e in ENVS}
 # Warnings check_env gives for every wrapped env, and for CartPole's own infinite velocity bounds.
 EXPECTED_WARNINGS = ("is different from the unwrapped version", "infinity. This is probably too")
@@ -26,8 +28,9 @@ def registered_ids() -> list:
     params = []
     for env_id in sorted(i for i in gym.registry if i.startswith("rlplast/")):
         marks = []
-        if NEEDS.get(env_id) == "minatar" and not HAS_MINATAR:
-            marks.append(pytest.mark.skip(reason="minatar is not installed"))
+        need = NEEDS.get(env_id)
+        if need is not None and not INSTALLED.get(need, True):
+            marks.append(pytest.mark.skip(reason=f"{need} is not installed"))
         params.append(pytest.param(env_id, marks=marks))
     return params
 
