@@ -114,6 +114,13 @@ class SupervisedConfig:
     n_samples: int | None = _f(
         None, f"use only the first N digits (null = all {N_DIGITS}); for quick runs", min=MIN_SAMPLES
     )
+    image_size: int = _f(
+        8,
+        "side of the input images: 8 = the digits as shipped (64 inputs); larger = bilinearly "
+        "upsampled (28: MNIST's 784 inputs)",
+        min=8,
+        max=64,
+    )
     test_fraction: float = _f(
         0.0, "held-out fraction (stratified, seeded); warm_start needs > 0", min=0.0, max=0.9
     )

@@ -20,9 +20,12 @@ __all__ = [
     "rng_for",
     "split",
     "task_permutation",
+    "upsample_images",
 ]
 
 NUM_CLASSES = 10
+#: Side of scikit-learn's digits images (8×8 = 64 pixels).
+DIGITS_SIDE = 8
 # Purpose tags keep the streams of different uses apart for the same (seed, index).
 _TAG_PERMUTATION = 1
 _TAG_ORDER = 2
@@ -37,7 +40,7 @@ class Dataset:
     """Features and labels.
 
     Attributes:
-        x: ``(N, 64)`` float32 pixels in ``[0, 1]``.
+        x: ``(N, D)`` float32 pixels in ``[0, 1]`` (``D = 64``, or ``image_size²`` when upsampled).
         y: ``(N,)`` int64 digit classes.
     """
 
@@ -62,11 +65,17 @@ def torch_seed_for(seed: int, tag: int, *index: int) -> int:
     return int(rng_for(seed, tag, *index).integers(0, 2**63 - 1))
 
 
-def load_digits_data(n_samples: int | None = None) -> Dataset:
+def load_digits_data(n_samples: int | None = None, image_size: int = DIGITS_SIDE) -> Dataset:
     """scikit-learn's bundled 8×8 digits (1797 images, no download), pixels scaled to ``[0, 1]``.
+
+    With ``image_size > 8`` every image is upsampled to ``image_size × image_size`` by bilinear
+    interpolation (:func:`upsample_images`), so that the input size resembles a larger data set's
+    (28: MNIST's 784 pixels) while the data set itself stays the shipped one.
 
     Args:
         n_samples: keep only the first ``n_samples`` images (``None``: all).
+        image_size: side of the returned square images (8: as shipped); rows of ``x`` are the
+            flattened images, row-major.
     """
     from sklearn.datasets import load_digits
 
@@ -75,7 +84,33 @@ def load_digits_data(n_samples: int | None = None) -> Dataset:
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     if n_samples is not None:
         x, y = x[:n_samples], y[:n_samples]
+    if image_size != DIGITS_SIDE:
+        x = upsample_images(x, DIGITS_SIDE, image_size)
     return Dataset(x.contiguous(), y.contiguous())
+
+
+def upsample_images(x: Tensor, side: int, size: int) -> Tensor:
+    """Resize flattened square images from ``side × side`` to ``size × size`` (bilinear).
+
+    Bilinear interpolation with ``align_corners=False`` (:func:`torch.nn.functional.interpolate`):
+    each output pixel is a convex combination of at most four input pixels, so values stay within
+    the input's range ([0, 1] for the digits) and the result is deterministic.
+
+    Args:
+        x: ``(N, side * side)`` flattened images, row-major.
+        side: the input images' side.
+        size: the output images' side (``>= side``).
+
+    Returns:
+        ``(N, size * size)`` float32 flattened images, row-major.
+    """
+    if x.ndim != 2 or x.shape[1] != side * side:
+        raise ValueError(f"expected (N, {side * side}) flattened {side}x{side} images, got {tuple(x.shape)}")
+    if size < side:
+        raise ValueError(f"upsample_images only enlarges: size {size} < side {side}")
+    images = x.to(torch.float32).reshape(-1, 1, side, side)
+    out = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return out.reshape(x.shape[0], size * size)
 
 
 def split(data: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:

@@ -173,7 +173,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def _data(cfg: SupervisedConfig) -> tuple[Dataset, Dataset | None]:
-    return split(load_digits_data(cfg.n_samples), cfg.test_fraction, cfg.seed)
+    return split(load_digits_data(cfg.n_samples, cfg.image_size), cfg.test_fraction, cfg.seed)
 
 
 def run_continual(cfg: SupervisedConfig, progress: Progress | None = _stderr) -> list[dict[str, Any]]:
