@@ -1,4 +1,4 @@
-"""StackedAdam: torch's Adam applied to member-stacked parameters, with a step count per member.
+"""StackedAdam: torch's Adam / AdamW applied to member-stacked parameters, with a step count per member.
 
 Adam is elementwise, so one update of a stacked tensor ``(S, *shape)`` is S independent Adam
 updates, except for two per-member quantities: the step count (which sets the bias corrections)
@@ -13,15 +13,26 @@ corrections in float64 rounded to float32 where torch rounds its Python-float sc
 ``param + (step_size · m) / (√v / √bc2 + eps)`` — so on the CPU each member's parameters, moments
 and steps are bitwise equal to ``torch.optim.Adam(foreach=True)`` (and SB3's single-tensor
 default) on that member's network with the same gradients (tested).
+
+Options (``agent.weight_decay``, ``agent.optimizer: trac``):
+
+* **decoupled weight decay** (``weight_decay`` λ > 0): ``torch.optim.AdamW``'s step — every
+  parameter is first multiplied by ``1 − lr·λ`` (one ``_foreach_mul_`` with that Python float, as
+  torch's multi-tensor AdamW does), then Adam's update follows; bitwise AdamW per member;
+* **TRAC** (``trac``): the step above runs on TRAC's base iterate, and the parameters are
+  composed from it by each member's scale tuner (:class:`~rlplast.population.trac.StackedTRAC`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from rlplast.population.trac import StackedTRAC
 
 __all__ = ["MemberAdamState", "StackedAdam"]
 
@@ -32,7 +43,8 @@ def _member_shape(t: Tensor) -> tuple[int, ...]:
 
 
 class StackedAdam:
-    """Adam over member-stacked parameters; every member's update is its own Adam step.
+    """Adam (or AdamW, or TRAC around either) over member-stacked parameters; every member's update
+    is its own optimizer step.
 
     The gradients live in buffers the optimizer owns (``params[k].grad`` is ``grads[k]``):
     :meth:`zero_grad` zeroes them and backward accumulates into them, so the per-member views
@@ -47,6 +59,9 @@ class StackedAdam:
             ``"fused"``: torch's own fused Adam (``torch.optim.Adam(fused=True)``) over every
             member's slices — one pass per tensor, the arithmetic of PlasticDQN with
             ``agent.optimizer_impl: fused`` (which differs from foreach in the last bits).
+        weight_decay: AdamW's decoupled weight decay λ (0: Adam). Every step first multiplies the
+            parameters by ``1 − lr·λ``.
+        trac: TRAC around this optimizer (its state for the same parameters), or None.
 
     Attributes:
         grads: the gradient buffers, one per parameter, shaped like it.
@@ -63,10 +78,16 @@ class StackedAdam:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         impl: str = "foreach",
+        weight_decay: float = 0.0,
+        trac: StackedTRAC | None = None,
     ) -> None:
         if impl not in ("foreach", "fused"):
             raise ValueError(f"impl must be 'foreach' or 'fused', got {impl!r}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.impl = impl
+        self.weight_decay = float(weight_decay)
+        self.trac = trac
         self.params = list(params)
         if not self.params:
             raise ValueError("StackedAdam needs at least one parameter")
@@ -96,8 +117,8 @@ class StackedAdam:
             self._fused = self._member_adam(fused=True)
 
     def _member_adam(self, **kwargs: Any) -> torch.optim.Adam:
-        """A torch Adam over every member's slice of every parameter, whose gradients and state
-        are views of the stacked buffers (so both implementations share one state)."""
+        """A torch Adam (AdamW with weight decay) over every member's slice of every parameter, whose
+        gradients and state are views of the stacked buffers (so both implementations share one state)."""
         slices, state = [], {}
         for k, p in enumerate(self.params):
             for i in range(self.n_members):
@@ -109,7 +130,15 @@ class StackedAdam:
                     "exp_avg": self.exp_avg[k][i],
                     "exp_avg_sq": self.exp_avg_sq[k][i],
                 }
-        adam = torch.optim.Adam(slices, lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps, **kwargs)
+        cls = torch.optim.AdamW if self.weight_decay > 0 else torch.optim.Adam
+        adam = cls(
+            slices,
+            lr=self.lr,
+            betas=(self.beta1, self.beta2),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            **kwargs,
+        )
         for view, entry in state.items():
             adam.state[view] = entry
         return adam
@@ -148,13 +177,24 @@ class StackedAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam step for every member from the gradient buffers (no host synchronisation)."""
+        """One optimizer step for every member from the gradient buffers (no host synchronisation)."""
         self._attach_grads()
+        if self.trac is not None:
+            # Read before the base step counts it: a parameter without state starts TRAC afresh.
+            self.trac.step(self.params, self.grads, self.steps == 0, self._base_step)
+        else:
+            self._base_step()
+
+    def _base_step(self) -> None:
+        """One Adam / AdamW step of every member on the parameters as they are."""
         if self._fused is not None:
             self._fused.step()
             return
         grads = self.grads
         self.steps.add_(1.0)
+        if self.weight_decay:
+            # torch's multi-tensor AdamW: params *= 1 - lr * weight_decay (a Python float), before Adam.
+            torch._foreach_mul_(self.params, 1 - self.lr * self.weight_decay)
         # torch computes the bias corrections in Python floats (double) and rounds the scalars to
         # float32 inside its kernels; the same here, per parameter and member, on the device.
         steps = self.steps.double()
@@ -177,7 +217,11 @@ class StackedAdam:
     def reset_state(self, member: int, params: Sequence[int] | None = None) -> None:
         """Clear the Adam state (moments and step) of ``member`` for the parameter indices
         ``params`` (all when None) — what ``optimizer.state.pop(p)`` does in torch: the next
-        step starts that state afresh."""
+        step starts that state afresh (with TRAC: ``θ_ref = θ_base =`` the parameter then). All
+        (``params`` None, ``optimizer.state.clear()``) also restarts the member's TRAC tuner, as
+        clearing a TRAC optimizer's state does."""
+        if params is None and self.trac is not None:
+            self.trac.reset_tuner(member)
         for k in range(len(self.params)) if params is None else params:
             self.exp_avg[k][member].zero_()
             self.exp_avg_sq[k][member].zero_()
@@ -189,24 +233,40 @@ class StackedAdam:
         return MemberAdamState(self, member, views)
 
     def state_dict(self) -> dict[str, Any]:
-        """Moments and steps (tensors on their device)."""
-        return {
+        """Moments and steps, and TRAC's state when it is on (tensors on their device)."""
+        state = {
             "exp_avg": [t.clone() for t in self.exp_avg],
             "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
             "steps": self.steps.clone(),
             "lr": self.lr,
             "betas": (self.beta1, self.beta2),
             "eps": self.eps,
+            "weight_decay": self.weight_decay,
         }
+        if self.trac is not None:
+            state["trac"] = self.trac.state_dict()
+        return state
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (in place)."""
+        """Restore what :meth:`state_dict` returned (in place).
+
+        Raises:
+            ValueError: TRAC's state given to an optimizer without TRAC, or missing for one with it.
+        """
+        if ("trac" in state) != (self.trac is not None):
+            raise ValueError(
+                "the optimizer state is of "
+                + ("TRAC" if "trac" in state else "Adam without TRAC")
+                + f", the optimizer is {'TRAC' if self.trac is not None else 'Adam without TRAC'}"
+            )
         for dst, src in zip(self.exp_avg, state["exp_avg"], strict=True):
             dst.copy_(src)
         for dst, src in zip(self.exp_avg_sq, state["exp_avg_sq"], strict=True):
             dst.copy_(src)
         self.steps.copy_(state["steps"])
+        if self.trac is not None:
+            self.trac.load_state_dict(state["trac"])
 
 
 class MemberAdamState(MutableMapping[Tensor, dict[str, Tensor]]):

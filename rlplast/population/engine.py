@@ -12,8 +12,9 @@ hyperparameters under SB3's names, same initial network, same env seeding, same 
 * store the transitions (one write per field), update the target networks every
   ``target_update_interval`` env steps (SB3's ``_n_calls`` count), update ε;
 * every ``train_freq`` steps, once ``num_timesteps > learning_starts``: ``gradient_steps``
-  updates, each a batched TD loss, per-member gradient clipping and a stacked Adam step, with no
-  host synchronisation.
+  updates, each a batched TD loss (DQN's or Double DQN's targets, :meth:`Population.td_target`),
+  per-member gradient clipping and a stacked optimizer step (Adam, AdamW, or TRAC around either),
+  with no host synchronisation.
 
 Example:
     >>> pop = Population("MlpPolicy", "CartPole-v1", seeds=[0, 1, 2, 3], learning_starts=100)
@@ -43,8 +44,10 @@ from rlplast.population.interventions import PopulationInterventions, build_memb
 from rlplast.population.nets import StackedQNetwork, build_member_networks
 from rlplast.population.replay import ReplaySamples, StackedReplayBuffer, check_replay_fits
 from rlplast.population.rng import EXPLORATION, RAW_HIGH, REPLAY, BlockStream
+from rlplast.population.trac import StackedTRAC
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
     from stable_baselines3.dqn.policies import QNetwork
 
     from rlplast.config import Config
@@ -54,7 +57,8 @@ __all__ = ["DQNSettings", "MemberFailure", "MemberView", "Population", "Populati
 
 @dataclass(frozen=True)
 class DQNSettings:
-    """DQN hyperparameters under stable-baselines3's names, with SB3's defaults."""
+    """DQN hyperparameters under stable-baselines3's names, with SB3's defaults (and PlasticDQN's
+    ``double_dqn``)."""
 
     learning_rate: float = 1e-4
     buffer_size: int = 1_000_000
@@ -70,6 +74,8 @@ class DQNSettings:
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.05
     max_grad_norm: float = 10.0
+    #: PlasticDQN's ``double_dqn``: Double DQN targets (see :meth:`Population.td_target`).
+    double_dqn: bool = False
 
     def __post_init__(self) -> None:
         ints = ("buffer_size", "batch_size", "train_freq", "n_steps", "target_update_interval")
@@ -147,11 +153,13 @@ class MemberView:
     parameters θ₀. ``policy`` is the view itself, so code written for ``model.policy.q_net`` /
     ``model.policy.optimizer`` reads the member.
 
-    For interventions (set up on the view, see :mod:`rlplast.population.interventions`) it offers
-    the rest of what they read from a ``PlasticDQN``: ``n_updates``, ``num_timesteps``,
-    ``action_space``, ``observation_space``, ``device``, ``n_envs`` (1), ``replay_size()`` and
-    ``replay_states()`` on the member's replay, and the member's side of the intervention helpers
-    ``parameters_for_loss()``, ``add_feature_gradient()`` and ``random_stream()``.
+    For interventions (set up on the view, see :mod:`rlplast.population.interventions`) and the
+    metrics it offers the rest of what they read from a ``PlasticDQN``: ``n_updates``,
+    ``num_timesteps``, ``action_space``, ``observation_space``, ``device``, ``n_envs`` (1),
+    ``gamma``, ``double_dqn``, ``replay_size()``, ``replay_states()`` and ``replay_sample()`` on the
+    member's replay, ``td_target()`` with the member's networks, and the member's side of the
+    intervention helpers ``parameters_for_loss()``, ``add_feature_gradient()`` and
+    ``random_stream()``.
     """
 
     #: Envs per member (``PlasticDQN.n_envs``): a member has one.
@@ -164,13 +172,25 @@ class MemberView:
         self.device = population.device
         self.action_space = population.action_space
         self.observation_space = population.observation_space
+        #: The discount (``PlasticDQN.gamma``).
+        self.gamma = population.settings.gamma
+        #: Double DQN targets (``PlasticDQN.double_dqn``).
+        self.double_dqn = population.settings.double_dqn
         self.q_net: QNetwork = population.net.member_module(index)
         self.q_net_target: QNetwork = population.net.member_module(index, target=True)
         params = list(self.q_net.parameters())
         adam = population.optimizer
         self.optimizer = _MemberOptimizer(
             adam.member_state(index, params),
-            [{"params": params, "lr": adam.lr, "betas": (adam.beta1, adam.beta2), "eps": adam.eps}],
+            [
+                {
+                    "params": params,
+                    "lr": adam.lr,
+                    "betas": (adam.beta1, adam.beta2),
+                    "eps": adam.eps,
+                    "weight_decay": adam.weight_decay,
+                }
+            ],
         )
         self.init_params: list[Tensor] = [p[index] for p in population.init_params]
 
@@ -211,6 +231,56 @@ class MemberView:
         obs = replay.observations[self.index].index_select(0, idx)
         return obs, replay.actions[self.index].index_select(0, idx)
 
+    def replay_sample(self, batch_size: int, seed: int) -> ReplayBufferSamples:
+        """A minibatch of the member's replay, drawn as ``PlasticDQN.replay_sample`` draws one.
+
+        The positions are those SB3's ``replay_buffer.sample`` draws after
+        ``np.random.seed(seed)`` (``randint(0, size, batch_size)``, here from a generator of its
+        own: NumPy's global one is untouched), so on the same replay contents the batch is
+        PlasticDQN's; n-step returns as in training.
+
+        Args:
+            batch_size: transitions to draw (with replacement, as SB3 does).
+            seed: seed of the draw (0 to 2**32 - 1).
+
+        Returns:
+            SB3's ``ReplayBufferSamples`` (``discounts`` None for 1-step replay), on the device.
+        """
+        from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+        replay = self._population.replay
+        positions = np.random.RandomState(seed).randint(0, replay.size(), size=batch_size)
+        idx = torch.as_tensor(positions, dtype=torch.int64, device=self.device)
+        b = replay.sample(idx.unsqueeze(0), member=self.index)
+        return ReplayBufferSamples(
+            b.observations[0],
+            b.actions[0],
+            b.next_observations[0],
+            b.dones[0],
+            b.rewards[0],
+            None if b.discounts is None else b.discounts[0],
+        )
+
+    def td_target(self, replay_data: Any) -> Tensor:
+        """The ``(B, 1)`` TD targets of a batch of the member (no gradient), ``PlasticDQN.td_target``
+        with the member's networks: ``r + (1 − d) γⁿ Q_target(s', a*)``, ``a*`` the target network's
+        argmax (DQN) or, with ``double_dqn``, the online network's (Double DQN).
+
+        Args:
+            replay_data: the member's batch (SB3's ``ReplayBufferSamples`` or a member's slice of
+                the population's batch in an intervention's ``loss``).
+        """
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with torch.no_grad():
+            next_q_values = self.q_net_target(replay_data.next_observations)
+            if self.double_dqn:
+                next_actions = self.q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
+                next_q_values = torch.gather(next_q_values, dim=1, index=next_actions)
+            else:
+                next_q_values, _ = next_q_values.max(dim=1)
+                next_q_values = next_q_values.reshape(-1, 1)
+            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
     def parameters_for_loss(self) -> list[Tensor]:
         """Slices of the stacked online parameters, differentiable in this update's graph (made
         anew per call; the view's own parameters are aliases outside that graph)."""
@@ -245,9 +315,11 @@ class Population:
         seeds: one seed per member (its network init, env seeding and random streams).
         env_kwargs: keyword arguments for an env id.
         env_import: module to import before making an env id.
-        policy_kwargs: SB3 ``policy_kwargs`` (``net_arch``, ``activation_fn``,
-            ``features_extractor_class``, ``normalize_images``; ``optimizer_kwargs`` may set
-            Adam's ``eps``/``betas``).
+        policy_kwargs: SB3 ``policy_kwargs`` as PlasticDQN takes them (``net_arch``,
+            ``activation_fn`` — CReLU included —, ``layer_norm``, ``features_extractor_class``,
+            ``normalize_images``; ``optimizer_class`` Adam, AdamW, ``TRACAdam`` or ``TRACAdamW``
+            and ``optimizer_kwargs`` with their ``betas``, ``eps``, ``fused``, AdamW's
+            ``weight_decay`` and TRAC's ``trac_betas``, ``trac_s_init``, ``trac_eps``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
         interventions: the members' interventions (:mod:`rlplast.population.interventions`): a
             list of config entries (``{"name": "redo"}``) or fresh instances that every member gets
@@ -306,11 +378,14 @@ class Population:
             check_replay_fits(obs_shape, obs_dtype, s.buffer_size, self.n_members, self.device)
 
             kwargs = dict(policy_kwargs or {})
-            adam_kwargs = _adam_kwargs(kwargs.get("optimizer_kwargs"))
+            adam_kwargs, trac_kwargs = _optimizer_kwargs(
+                kwargs.get("optimizer_class"), kwargs.get("optimizer_kwargs")
+            )
             members = build_member_networks(policy, obs_space, action_space, kwargs, seeds)
             self.net = StackedQNetwork(members, self.device)
             self.init_params = [p.detach().clone() for p in self.net.params]
-            self.optimizer = StackedAdam(self.net.params, s.learning_rate, **adam_kwargs)
+            trac = None if trac_kwargs is None else StackedTRAC(self.net.params, **trac_kwargs)
+            self.optimizer = StackedAdam(self.net.params, s.learning_rate, trac=trac, **adam_kwargs)
             self.replay = StackedReplayBuffer(
                 self.n_members,
                 s.buffer_size,
@@ -525,12 +600,7 @@ class Population:
         """
         s = self.settings
         net = self.net
-        discounts = batch.discounts if batch.discounts is not None else s.gamma
-        with torch.no_grad():
-            next_q_values = net.forward(batch.next_observations, net.target)
-            next_q_values, _ = next_q_values.max(dim=2)
-            next_q_values = next_q_values.unsqueeze(-1)
-            target_q_values = batch.rewards + (1 - batch.dones) * discounts * next_q_values
+        target_q_values = self.td_target(batch)
 
         features, all_q_values = net.features_and_q(batch.observations, net.prepare(net.params))
         current_q_values = torch.gather(all_q_values, dim=2, index=batch.actions)
@@ -556,18 +626,48 @@ class Population:
             hook(self.n_updates)
         return losses
 
+    @torch.no_grad()
+    def td_target(self, batch: ReplaySamples) -> Tensor:
+        """The members' TD targets ``(S, B, 1)`` of a batch (no gradient), as PlasticDQN's ``td_target``.
+
+        ``y = r + (1 − d) · γⁿ · Q_target(s', a*)`` with ``a* = argmax_a' Q_target(s', a')`` (DQN,
+        SB3) or, with ``double_dqn``, ``a* = argmax_a' Q_online(s', a')`` (Double DQN: the online
+        network selects, the target network evaluates). ``γⁿ`` is the batch's discounts (n-step
+        replay) or ``gamma``.
+        """
+        s = self.settings
+        net = self.net
+        discounts = batch.discounts if batch.discounts is not None else s.gamma
+        next_q_values = net.forward(batch.next_observations, net.target)
+        if s.double_dqn:
+            next_actions = net.forward(batch.next_observations, net.online).argmax(dim=2, keepdim=True)
+            next_q_values = torch.gather(next_q_values, dim=2, index=next_actions)
+        else:
+            next_q_values, _ = next_q_values.max(dim=2)
+            next_q_values = next_q_values.unsqueeze(-1)
+        return batch.rewards + (1 - batch.dones) * discounts * next_q_values
+
     # ------------------------------------------------------------------ statistics
     def pop_train_stats(self) -> dict[str, np.ndarray]:
-        """Per-member mean TD loss and gradient norm since the last call (NaN without updates);
-        one host transfer."""
+        """Per-member mean TD loss and gradient norm since the last call (NaN without updates),
+        and with TRAC each member's current scale ``train/trac_scale`` (as PlasticDQN logs its
+        optimizer's ``log_values()``); one host transfer."""
+        trac = self.optimizer.trac
+        rows = [self._loss_sum, self._grad_norm_sum]
+        if trac is not None:
+            rows.append(trac.scale)
+        values = torch.stack(rows).cpu().numpy()
         if self._stat_count:
-            both = torch.stack((self._loss_sum, self._grad_norm_sum)).cpu().numpy() / self._stat_count
+            values[:2] /= self._stat_count
         else:
-            both = np.full((2, self.n_members), math.nan)
+            values[:2] = math.nan
         self._loss_sum.zero_()
         self._grad_norm_sum.zero_()
         self._stat_count = 0
-        return {"train/loss": both[0], "train/grad_norm": both[1]}
+        stats = {"train/loss": values[0], "train/grad_norm": values[1]}
+        if trac is not None:
+            stats["train/trac_scale"] = values[2]
+        return stats
 
     def close(self) -> None:
         """Close the members' envs."""
@@ -677,25 +777,74 @@ class MemberFailure:
 
 
 def _to_cpu(value: Any) -> Any:
-    """Tensors (also inside lists and tuples) moved to the host; anything else as it is."""
+    """Tensors (also inside lists, tuples and dicts) moved to the host; anything else as it is."""
     if isinstance(value, Tensor):
         return value.cpu()
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
     return value
 
 
-def _adam_kwargs(optimizer_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Adam's ``betas``/``eps`` and the implementation (``fused=True`` → torch's fused kernel,
-    else the foreach arithmetic) from SB3 ``optimizer_kwargs``; anything else is refused."""
-    out: dict[str, Any] = {}
+#: TRAC's own keyword arguments (``rlplast.agents.trac.TRACMixin``) → :class:`StackedTRAC`'s.
+_TRAC_KWARGS = {"trac_betas": "betas", "trac_s_init": "s_init", "trac_eps": "eps"}
+
+
+def _optimizer_kwargs(
+    optimizer_class: Any, optimizer_kwargs: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The stacked optimizer of SB3's ``optimizer_class`` / ``optimizer_kwargs``, as PlasticDQN builds them.
+
+    ``torch.optim.Adam`` (SB3's default) or ``AdamW`` — decoupled weight decay, torch's default
+    0.01 unless ``weight_decay`` is given —, or TRAC around either (``TRACAdam``, ``TRACAdamW``);
+    ``betas``, ``eps`` and the implementation (``fused=True`` → torch's fused kernel, else the
+    foreach arithmetic). Anything else is refused.
+
+    Returns:
+        :class:`StackedAdam`'s keyword arguments, and :class:`StackedTRAC`'s (None without TRAC).
+
+    Raises:
+        UserError: another optimizer class, Adam's (coupled, L2) ``weight_decay``, or an option the
+            stacked optimizer does not implement.
+    """
+    from rlplast.agents.trac import TRACAdam, TRACAdamW
+
+    classes: dict[Any, tuple[bool, bool]] = {  # class -> (decoupled weight decay, TRAC)
+        None: (False, False),
+        torch.optim.Adam: (False, False),
+        torch.optim.AdamW: (True, False),
+        TRACAdam: (False, True),
+        TRACAdamW: (True, True),
+    }
+    if optimizer_class not in classes:
+        name = getattr(optimizer_class, "__name__", repr(optimizer_class))
+        raise UserError(
+            f"population: optimizer_class {name} is not supported by the stacked optimizer; valid: "
+            "Adam, AdamW, TRACAdam, TRACAdamW"
+        )
+    decoupled, use_trac = classes[optimizer_class]
+    out: dict[str, Any] = {"weight_decay": 0.01 if decoupled else 0.0}  # torch's defaults
+    trac: dict[str, Any] | None = {} if use_trac else None
     for key, value in dict(optimizer_kwargs or {}).items():
         if key in ("betas", "eps"):
             out[key] = value
         elif key == "fused":
             out["impl"] = "fused" if value else "foreach"
+        elif key == "weight_decay":
+            if value and not decoupled:
+                raise UserError(
+                    "population: Adam's (L2) weight_decay is not supported by the stacked optimizer; "
+                    "use AdamW's decoupled weight decay (agent.weight_decay)"
+                )
+            out[key] = float(value)
+        elif key in _TRAC_KWARGS and trac is not None:
+            trac[_TRAC_KWARGS[key]] = value
         elif key not in ("foreach", "capturable", "differentiable"):
+            valid = "betas, eps, fused" + (", weight_decay" if decoupled else "")
+            valid += ", " + ", ".join(_TRAC_KWARGS) if trac is not None else ""
             raise UserError(
-                f"population: Adam option '{key}' is not supported by the stacked Adam; valid: betas, eps"
+                f"population: optimizer option '{key}' is not supported by the stacked optimizer; "
+                f"valid: {valid}"
             )
-    return out
+    return out, trac

@@ -6,7 +6,8 @@ parameters, e.g. a sweep over a reset period in one population), each set up on 
 ``PlasticDQN``: ``q_net`` / ``q_net_target`` (modules whose parameters alias the member's slices of
 the stacked tensors, so an in-place change acts on that member only), ``policy.optimizer.state``
 (the member's Adam entries), ``n_updates``, ``num_timesteps``, ``replay_size()`` /
-``replay_states()``, ``n_envs``, ``action_space``, ``device``, and the three helpers of the
+``replay_states()`` / ``replay_sample()``, ``td_target()`` (the member's DQN or Double DQN
+targets), ``n_envs``, ``action_space``, ``device``, and the three helpers of the
 :class:`~rlplast.interventions.base.Intervention` base that differ in a population:
 
 * ``parameters_for_loss()`` — differentiable slices of the stacked parameters (a view's own
@@ -72,7 +73,15 @@ INTERVENTIONS_STREAM = 3
 #: names) lists another one is refused when the population is built (kept in step with
 #: ``MemberView`` by the population tests).
 MEMBER_VIEW_METHODS = frozenset(
-    {"replay_size", "replay_states", "parameters_for_loss", "add_feature_gradient", "random_stream"}
+    {
+        "replay_size",
+        "replay_states",
+        "replay_sample",
+        "td_target",
+        "parameters_for_loss",
+        "add_feature_gradient",
+        "random_stream",
+    }
 )
 
 #: An intervention as a config entry (``{"name": "redo", "tau": 0.1}``) or an instance not yet set up.

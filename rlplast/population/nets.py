@@ -8,6 +8,11 @@ member ``(S, B, ...)`` by a short list of stacked operations compiled from the m
 
 * ``nn.Linear`` → ``torch.baddbmm`` (bitwise equal to ``F.linear`` per member on the CPU);
 * ``nn.Conv2d`` → one grouped convolution with ``groups=S`` (channels-last layout);
+* ``nn.LayerNorm`` (over the last dimension) → ``F.layer_norm`` without affine parameters, then
+  ``torch.addcmul(β, ·, γ)`` with each member's ``γ``, ``β`` (bitwise ``nn.LayerNorm`` per member on
+  the CPU: its kernel computes the affine step as that fused multiply-add);
+* ``CReLU`` (:class:`rlplast.agents.layers.CReLU`) → the same concatenation on the member-first
+  batch (its dimension shifted by the member axis);
 * ``nn.Flatten`` and elementwise activations → applied to the member-first batch as they are.
 
 :meth:`StackedQNetwork.member_module` gives member ``i``'s network as an ordinary
@@ -29,17 +34,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import torch
-from stable_baselines3 import DQN
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.dqn.policies import QNetwork
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from rlplast.agents import PlasticDQN
+from rlplast.agents.layers import CReLU
 from rlplast.agents.minatar_cnn import MinAtarCNN
 from rlplast.errors import UserError
 
@@ -77,34 +83,37 @@ def build_member_networks(
     policy_kwargs: Mapping[str, Any] | None,
     seeds: Sequence[int],
 ) -> list[QNetwork]:
-    """One online ``QNetwork`` per seed, initialised exactly as SB3's DQN initialises it.
+    """One online ``QNetwork`` per seed, initialised exactly as PlasticDQN initialises it.
 
     stable-baselines3's ``DQN(seed=s)`` seeds torch (``set_random_seed``) and then builds its
     policy, whose first network is the online ``q_net`` (SB3 applies no orthogonal init to DQN's
-    ``QNetwork``: every layer keeps torch's default init). Here each member's policy is built the
-    same way right after ``torch.manual_seed(seed)``, so member ``i``'s initial parameters are
-    bitwise those of ``PlasticDQN(policy, env, seed=seeds[i], policy_kwargs=...)``. The global
-    torch RNG state is restored afterwards.
+    ``QNetwork``: every layer keeps torch's default init). Here each member's policy — PlasticDQN's
+    own policy class for the name (:attr:`PlasticDQN.policy_aliases`: SB3's network, or the head
+    with LayerNorm / CReLU of :mod:`rlplast.agents.layers`) — is built the same way right after
+    ``torch.manual_seed(seed)``, so member ``i``'s initial parameters are bitwise those of
+    ``PlasticDQN(policy, env, seed=seeds[i], policy_kwargs=...)``. The global torch RNG state is
+    restored afterwards.
 
     Args:
         policy: ``"MlpPolicy"``, ``"CnnPolicy"`` or a DQN policy class.
         observation_space: the members' observation space.
         action_space: the members' (Discrete) action space.
         policy_kwargs: SB3 ``policy_kwargs`` (``net_arch``, ``activation_fn``,
-            ``features_extractor_class``, ``normalize_images``, ...).
+            ``features_extractor_class``, ``normalize_images``, ``layer_norm``, ...).
         seeds: one seed per member.
 
     Returns:
         The members' online networks, on the CPU.
     """
     if isinstance(policy, str):
-        if policy not in DQN.policy_aliases:
-            raise UserError(f"unknown DQN policy '{policy}'; valid: {', '.join(DQN.policy_aliases)}")
-        policy_cls: Any = DQN.policy_aliases[policy]
+        aliases = PlasticDQN.policy_aliases
+        if policy not in aliases:
+            raise UserError(f"unknown DQN policy '{policy}'; valid: {', '.join(aliases)}")
+        policy_cls: Any = aliases[policy]
     else:
         policy_cls = policy
     kwargs = dict(policy_kwargs or {})
-    kwargs.pop("optimizer_kwargs", None)  # the population has its own (stacked) Adam
+    kwargs.pop("optimizer_kwargs", None)  # the population has its own (stacked) optimizer
     kwargs.pop("optimizer_class", None)
     networks = []
     with torch.random.fork_rng(devices=[]):
@@ -169,6 +178,40 @@ class _Conv2d:
 
 
 @dataclass(frozen=True)
+class _LayerNorm:
+    weight: int | None
+    bias: int | None
+    eps: float
+
+    def prepare(self, params: Sequence[Tensor]) -> Any:
+        weight = None if self.weight is None else params[self.weight].unsqueeze(1)
+        bias = None if self.bias is None else params[self.bias].unsqueeze(1)
+        return weight, bias
+
+    def apply(self, x: Tensor, prepared: Any) -> Tensor:
+        weight, bias = prepared
+        # nn.LayerNorm's CPU kernel normalises each row as x * rstd + (-mean * rstd), then applies
+        # its affine parameters as one fused multiply-add: the same steps, with gamma and beta per member.
+        out = F.layer_norm(x, x.shape[-1:], None, None, self.eps)
+        if weight is not None and bias is not None:
+            return torch.addcmul(bias, out, weight)
+        if weight is not None:
+            return out * weight
+        return out if bias is None else out + bias
+
+
+@dataclass(frozen=True)
+class _CReLU:
+    dim: int  # in the member-first batch
+
+    def prepare(self, params: Sequence[Tensor]) -> Any:
+        return None
+
+    def apply(self, x: Tensor, prepared: Any) -> Tensor:
+        return torch.cat((F.relu(x), F.relu(-x)), dim=self.dim)  # CReLU.forward
+
+
+@dataclass(frozen=True)
 class _Flatten:
     def prepare(self, params: Sequence[Tensor]) -> Any:
         return None
@@ -188,7 +231,7 @@ class _Elementwise:
         return self.module.forward(x)  # the module's own function, without Module.__call__
 
 
-_Op = _Linear | _Conv2d | _Flatten | _Elementwise
+_Op = _Linear | _Conv2d | _LayerNorm | _CReLU | _Flatten | _Elementwise
 
 
 def _compile(module: nn.Module, index: Mapping[int, int], ops: list[_Op]) -> None:
@@ -210,6 +253,14 @@ def _compile(module: nn.Module, index: Mapping[int, int], ops: list[_Op]) -> Non
                 index[id(module.weight)], param(module.bias), module.stride, module.padding, module.dilation
             )
         )
+    elif type(module) is nn.LayerNorm:
+        if len(module.normalized_shape) != 1:
+            raise UserError(f"population: cannot stack {module} (only a LayerNorm over the last dimension)")
+        ops.append(_LayerNorm(param(module.weight), param(module.bias), float(module.eps)))
+    elif type(module) is CReLU:
+        # A module's dim counts from its batch's first axis; the member axis comes before it.
+        dim = cast("int", module.dim)
+        ops.append(_CReLU(dim if dim < 0 else dim + 1))
     elif type(module) is nn.Flatten:
         if module.start_dim != 1 or module.end_dim != -1:
             raise UserError(f"population: cannot stack {module} (only Flatten(1, -1))")
@@ -219,7 +270,7 @@ def _compile(module: nn.Module, index: Mapping[int, int], ops: list[_Op]) -> Non
     else:
         raise UserError(
             f"population: cannot stack a {type(module).__name__} layer; supported: Linear, Conv2d, "
-            f"Flatten, {', '.join(c.__name__ for c in ELEMENTWISE)} and the features extractors "
+            f"LayerNorm, CReLU, Flatten, {', '.join(c.__name__ for c in ELEMENTWISE)} and the features extractors "
             f"{', '.join(c.__name__ for c in EXTRACTORS)}"
         )
 

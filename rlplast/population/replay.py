@@ -229,27 +229,32 @@ class StackedReplayBuffer:
         return raw % self.size()
 
     @torch.no_grad()
-    def sample(self, idx: Tensor) -> ReplaySamples:
-        """The transitions at positions ``idx`` ``(S, B)`` of each member (see :meth:`indices`)."""
+    def sample(self, idx: Tensor, member: int | None = None) -> ReplaySamples:
+        """The transitions at positions ``idx`` ``(S, B)`` of each member (see :meth:`indices`).
+
+        With ``member``, ``idx`` is ``(1, B)``: positions in that member's buffer only, and the
+        samples have a member axis of 1 (what a member view's ``replay_sample`` reads).
+        """
+        offsets = self._offsets if member is None else self._offsets[member : member + 1]
         s, b = idx.shape
-        flat = (idx + self._offsets).view(-1)
+        flat = (idx + offsets).view(-1)
         obs = self._obs_flat.index_select(0, flat).view(s, b, *self.obs_shape)
         actions = self._actions_flat.index_select(0, flat).view(s, b, 1)
         if self.n_steps == 1:
             rewards, dones, timeouts = self._flags_flat.index_select(1, flat).view(3, s, b, 1).unbind(0)
             next_obs = self._next_flat.index_select(0, flat).view(s, b, *self.obs_shape)
             return ReplaySamples(obs, actions, next_obs, dones * (1 - timeouts), rewards)
-        return self._sample_n_step(idx, flat, obs, actions)
+        return self._sample_n_step(idx, offsets, obs, actions)
 
-    def _sample_n_step(self, idx: Tensor, flat: Tensor, obs: Tensor, actions: Tensor) -> ReplaySamples:
-        """SB3 2.9's ``NStepReplayBuffer._get_samples`` on every member's rows."""
+    def _sample_n_step(self, idx: Tensor, offsets: Tensor, obs: Tensor, actions: Tensor) -> ReplaySamples:
+        """SB3 2.9's ``NStepReplayBuffer._get_samples`` on the rows of the members at ``offsets``."""
         s, b = idx.shape
         n, size = self.n_steps, self.buffer_size
         # SB3 temporarily marks the newest transition (pos - 1) as truncated unless it is done, so
         # that no n-step return runs across the write position; the same without the mutation.
         last_valid = (self.pos - 1) % size
         seq = (idx.unsqueeze(-1) + self._steps) % size  # (S, B, n)
-        seq_flat = (seq + self._offsets.unsqueeze(-1)).view(-1)
+        seq_flat = (seq + offsets.unsqueeze(-1)).view(-1)
         rewards_seq, dones_seq, timeouts_seq = self._flags_flat.index_select(1, seq_flat).view(3, s, b, n)
         done_b = dones_seq != 0
         truncated = (timeouts_seq != 0) | ((seq == last_valid) & ~done_b)
@@ -261,7 +266,7 @@ class StackedReplayBuffer:
         discounted = rewards_seq * self._discount_powers * mask
         n_step_returns = _numpy_row_sum(discounted)
         last = (idx + done_idx) % size
-        last_flat = (last + self._offsets).view(-1)
+        last_flat = (last + offsets).view(-1)
         next_obs = self._next_flat.index_select(0, last_flat).view(s, b, *self.obs_shape)
         next_dones, next_timeouts = self._flags_flat[1:].index_select(1, last_flat).view(2, s, b, 1).unbind(0)
         # The newest transition counts as a timeout here too (SB3 reads its modified timeouts).

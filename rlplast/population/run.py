@@ -154,6 +154,10 @@ ENGINE_AGENT_KEYS = frozenset(
         "activation",
         "features_extractor",
         "optimizer_impl",
+        "layer_norm",
+        "weight_decay",
+        "optimizer",
+        "double_dqn",
     }
 )
 
@@ -294,6 +298,14 @@ class MemberModel:
     def replay_states(self, indices: np.ndarray, env_indices: Any = 0, normalize: bool = False) -> Any:
         """The member's stored observations at ``indices`` and the actions taken in them (the view's)."""
         return self.view.replay_states(indices, env_indices, normalize)
+
+    def replay_sample(self, batch_size: int, seed: int) -> Any:
+        """A minibatch of the member's replay, drawn as PlasticDQN draws one (the view's)."""
+        return self.view.replay_sample(batch_size, seed)
+
+    def td_target(self, replay_data: Any) -> torch.Tensor:
+        """The member's TD targets of a batch (the view's; DQN or Double DQN as configured)."""
+        return self.view.td_target(replay_data)
 
     def pop_train_stats(self) -> dict[str, float]:
         """The member's values for the current row (see :attr:`row_stats`)."""
@@ -493,6 +505,8 @@ class _PopulationRun(PopulationCallback):
                 "train/grad_norm": float(stats["train/grad_norm"][i]),
                 "train/n_updates": n_updates,
             }
+            if "train/trac_scale" in stats:  # TRAC's S, as PlasticDQN logs its optimizer's values
+                values["train/trac_scale"] = float(stats["train/trac_scale"][i])
             if member.active and self.interventions is not None:
                 values.update(self.interventions.log_values(i))
             member.model.row_stats = values
@@ -643,7 +657,8 @@ def save_member_models(population: Population, members: Sequence[tuple[int, Conf
 
 @torch.no_grad()
 def _load_member_into(model: Any, population: Population, index: int) -> None:
-    """Copy member ``index``'s online and target parameters and Adam state into ``model``."""
+    """Copy member ``index``'s online and target parameters and optimizer state (Adam's, and
+    TRAC's ``θ_ref``, ``θ_base`` and tuner) into ``model``."""
     online = list(model.q_net.parameters())
     for dst, src in zip(online, population.net.params, strict=True):
         dst.copy_(src.detach()[index])
@@ -661,6 +676,19 @@ def _load_member_into(model: Any, population: Population, index: int) -> None:
             "step": torch.tensor(step, dtype=torch.float32, device=p.device if fused else "cpu"),
             "exp_avg": adam.exp_avg[k][index].detach().clone().to(p.device),
             "exp_avg_sq": adam.exp_avg_sq[k][index].detach().clone().to(p.device),
+        }
+        if adam.trac is not None:
+            optimizer.state[p]["trac_ref"] = adam.trac.refs[k][index].clone().to(p.device)
+            optimizer.state[p]["trac_base"] = adam.trac.bases[k][index].clone().to(p.device)
+    trac = adam.trac
+    if trac is not None:  # TRAC's optimizer-wide entry (rlplast.agents.trac), the member's row
+        device = online[0].device
+        optimizer.state["trac"] = {
+            "betas": trac.betas.clone().to(device),
+            "v": trac.v[index].clone().to(device),
+            "sigma": trac.sigma[index].clone().to(device),
+            "s": trac.s[index].clone().to(device),
+            "scale": trac.scale[index].clone().to(device),
         }
 
 

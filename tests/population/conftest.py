@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,11 @@ import torch
 from stable_baselines3.common.logger import Logger
 
 from rlplast.agents import PlasticDQN
+from rlplast.config import load_config, read_yaml
 from rlplast.population import Population
+from rlplast.train import policy_kwargs
+
+METHODS = Path(__file__).resolve().parents[2] / "configs" / "methods"
 
 #: Hyperparameters shared by the population and its PlasticDQN counterparts in these tests.
 HYPER: dict[str, Any] = {
@@ -58,3 +63,50 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+#: The agent options of the method pack, as their method overlays (``configs/methods/``) set them,
+#: plus ``--set`` overrides: ``option -> (overlays, overrides)``.
+AGENT_OPTIONS: dict[str, tuple[list[str], list[str]]] = {
+    "double_dqn": (["double_dqn"], []),
+    "layer_norm": (["layer_norm"], []),
+    "layer_norm_wd": (["layer_norm_wd"], []),
+    "crelu": (["crelu"], []),
+    "trac": (["trac"], []),
+    "trac_wd": (["trac"], ["agent.weight_decay=0.01"]),
+    "all": (["layer_norm_wd", "crelu", "trac", "double_dqn"], []),
+}
+
+
+def _option_config(option: str, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
+    """A config (``path``, or the defaults) with the option's overlays and overrides merged in."""
+    overlays, extra = AGENT_OPTIONS[option]
+    return load_config(
+        path, [*extra, *overrides], overlays=[read_yaml(METHODS / f"{name}.yaml") for name in overlays]
+    )
+
+
+def _option_kwargs(option: str) -> dict[str, Any]:
+    cfg = _option_config(option, overrides=[f"agent.net_arch={POLICY_KWARGS['net_arch']}"])
+    return {"policy_kwargs": policy_kwargs(cfg), "double_dqn": cfg.agent.double_dqn}
+
+
+@pytest.fixture
+def agent_options() -> list[str]:
+    """The names of :data:`AGENT_OPTIONS` (a test that parametrizes over them checks its list)."""
+    return sorted(AGENT_OPTIONS)
+
+
+@pytest.fixture
+def option_config() -> Callable[..., Any]:
+    """``option_config(option, path=None, overrides=())``: a config (``path``, or the defaults) with
+    the option's overlays and overrides merged in."""
+    return _option_config
+
+
+@pytest.fixture
+def option_kwargs() -> Callable[[str], dict[str, Any]]:
+    """``option_kwargs(option)``: ``policy_kwargs`` (with :data:`POLICY_KWARGS`' net_arch) and
+    ``double_dqn`` of an agent option as ``rlplast train`` builds them, for ``make_population`` and
+    ``make_dqn`` alike."""
+    return _option_kwargs

@@ -118,3 +118,103 @@ def test_member_state_behaves_like_torch_adam_state():
     assert float(adam.steps[0, 1]) == 0.0 and float(adam.steps[0, 0]) == 1.0
     state.clear()
     assert len(state) == 0 and adam.steps[:, 0].tolist() == [1.0] * len(SHAPES)
+
+
+@pytest.mark.parametrize(
+    "impl, torch_kwargs",
+    [("foreach", {"foreach": True}), ("foreach", {"foreach": False}), ("fused", {"fused": True})],
+)
+def test_decoupled_weight_decay_equals_torch_adamw_per_member(impl, torch_kwargs):
+    """With weight_decay, every member's step is torch.optim.AdamW's, bitwise (θ·(1 − lr·λ), then Adam)."""
+    n, lr, wd = 3, 1e-2, 0.1
+    stacked = _stack(n, seed=4)
+    adam = StackedAdam(stacked, lr=lr, impl=impl, weight_decay=wd)
+    refs = [[torch.nn.Parameter(p.detach()[i].clone()) for p in stacked] for i in range(n)]
+    opts = [torch.optim.AdamW(r, lr=lr, weight_decay=wd, **torch_kwargs) for r in refs]
+    g = torch.Generator().manual_seed(5)
+    for step in range(8):
+        adam.zero_grad()
+        for k, p in enumerate(stacked):
+            p.grad.copy_(torch.randn(p.shape, generator=g))
+            for i in range(n):
+                refs[i][k].grad = p.grad[i].clone()
+        adam.step()
+        for opt in opts:
+            opt.step()
+        if step == 3:
+            adam.reset_state(1)
+            opts[1].state.clear()
+    for i in range(n):
+        for k, p in enumerate(stacked):
+            assert torch.equal(p.detach()[i], refs[i][k].detach()), (i, k)
+            assert torch.equal(adam.exp_avg_sq[k][i], opts[i].state[refs[i][k]]["exp_avg_sq"])
+
+
+def _trac_close(a: torch.Tensor, b: torch.Tensor, what: str, rel: float) -> None:
+    scale = float(b.abs().max())
+    diff = float((a.double() - b.double()).abs().max())
+    assert diff <= rel * scale or diff == 0.0, f"{what}: max difference {diff:.3g} at scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("weight_decay, impl", [(0.0, "foreach"), (0.05, "foreach"), (0.0, "fused")])
+def test_trac_equals_trac_optimizer_per_member(weight_decay, impl):
+    """Each member's parameters, θ_ref, θ_base, tuner and scale follow rlplast.agents.trac's TRACAdam
+    (TRACAdamW with weight decay) on that member: parameters moved in place between steps keep their
+    change, a cleared parameter restarts at its value, a cleared member restarts its tuner. To
+    float32 round-off (h is a float64 sum in another order than torch.dot's)."""
+    from rlplast.agents.trac import TRACAdam, TRACAdamW
+    from rlplast.population.trac import StackedTRAC
+
+    n, lr = 4, 2e-2
+    stacked = _stack(n, seed=6)
+    adam = StackedAdam(stacked, lr=lr, impl=impl, weight_decay=weight_decay, trac=StackedTRAC(stacked))
+    cls = TRACAdamW if weight_decay else TRACAdam
+    kwargs = {"fused": True} if impl == "fused" else {"foreach": True}
+    refs = [[torch.nn.Parameter(p.detach()[i].clone()) for p in stacked] for i in range(n)]
+    opts = [cls(r, lr=lr, weight_decay=weight_decay, **kwargs) for r in refs]
+    g = torch.Generator().manual_seed(7)
+    direction = [torch.randn(p.shape, generator=g) for p in stacked]
+    for step in range(56):
+        adam.zero_grad()
+        for k, p in enumerate(stacked):  # a steady direction, so that S grows, plus noise
+            p.grad.copy_(direction[k] + 0.3 * torch.randn(p.shape, generator=g))
+            for i in range(n):
+                refs[i][k].grad = p.grad[i].clone()
+        adam.step()
+        for opt in opts:
+            opt.step()
+        if step == 30:  # an intervention's in-place change of member 0's first parameter
+            with torch.no_grad():
+                stacked[0][0].mul_(0.5)
+                refs[0][0].mul_(0.5)
+        if step == 8:  # member 1: everything cleared; member 2: its last parameter's state
+            adam.reset_state(1)
+            opts[1].state.clear()
+            adam.reset_state(2, [len(SHAPES) - 1])
+            opts[2].state.pop(refs[2][-1])
+    trac = adam.trac
+    assert trac is not None
+    for i in range(n):
+        assert float(opts[i].scale()) > 0.1, "the tuner should have grown S"
+        assert float(trac.scale[i]) == pytest.approx(float(opts[i].scale()), rel=1e-9)
+        for name in ("v", "sigma", "s"):
+            _trac_close(getattr(trac, name)[i], opts[i].state["trac"][name], f"{name} {i}", 1e-9)
+        for k, p in enumerate(stacked):
+            state = opts[i].state[refs[i][k]]
+            _trac_close(p.detach()[i], refs[i][k].detach(), f"member {i} parameter {k}", 1e-6)
+            _trac_close(trac.refs[k][i], state["trac_ref"], f"member {i} θ_ref {k}", 1e-6)
+            _trac_close(trac.bases[k][i], state["trac_base"], f"member {i} θ_base {k}", 1e-6)
+            _trac_close(adam.exp_avg[k][i], state["exp_avg"], f"member {i} exp_avg {k}", 1e-6)
+            assert float(adam.steps[k, i]) == float(state["step"])
+
+
+def test_erfi_rows_agrees_with_tracs_erfi_and_does_not_depend_on_the_rows():
+    """The population's erfi is TRAC's series to float64 round-off; a row's values are the same
+    whatever rows come with it (so a member's tuner does not depend on the population's size)."""
+    from rlplast.agents.trac import erfi
+    from rlplast.population.trac import erfi_rows
+
+    x = torch.linspace(-12.0, 12.0, 600, dtype=torch.float64).view(-1, 6)
+    ours, theirs = erfi_rows(x), erfi(x)
+    assert torch.allclose(ours, theirs, rtol=1e-13, atol=0.0)
+    assert all(torch.equal(erfi_rows(x[i : i + 1])[0], ours[i]) for i in range(0, x.shape[0], 7))

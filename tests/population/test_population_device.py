@@ -57,10 +57,31 @@ def test_update_path_has_no_host_synchronisation(make_population, n_steps, fused
     assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
 
 
-def test_step_path_has_no_host_synchronisation_besides_the_actions(make_population):
+@pytest.mark.parametrize(
+    "option", ["double_dqn", "layer_norm", "layer_norm_wd", "crelu", "trac", "trac_wd", "all"]
+)
+def test_update_path_with_agent_options_has_no_host_synchronisation(make_population, option, option_kwargs):
+    """The method pack's agent options (Double DQN targets, LayerNorm, CReLU, AdamW, TRAC's
+    per-member tuner) add no synchronising op to the update path, nor the statistics of a row."""
+    pop = make_population([0, 1, 2], learning_starts=40, **option_kwargs(option))
+    pop.learn(60)
+    spy = _Spy()
+    with spy:
+        pop.train(3)
+    assert "aten.baddbmm" in spy.ops
+    if option.startswith("trac") or option == "all":
+        assert "aten.cumprod" in spy.ops  # the spy saw TRAC's tuner
+    if "layer_norm" in option or option == "all":
+        assert "aten.native_layer_norm" in spy.ops
+    assert not SYNC_OPS & set(spy.ops), sorted(SYNC_OPS & set(spy.ops))
+
+
+@pytest.mark.parametrize("option", [None, "all"])
+def test_step_path_has_no_host_synchronisation_besides_the_actions(make_population, option, option_kwargs):
     """Acting, storing and the target update: no synchronising op (the actions' copy to the host
-    is the one transfer; on the CPU it is free)."""
-    pop = make_population([0, 1], learning_starts=10, target_update_interval=2)
+    is the one transfer; on the CPU it is free); also with every agent option on."""
+    kwargs = {} if option is None else option_kwargs(option)
+    pop = make_population([0, 1], learning_starts=10, target_update_interval=2, **kwargs)
     pop.learn(20)
     spy = _Spy()
     with spy:
@@ -105,6 +126,40 @@ def test_population_on_cuda(make_population):
     gpu.close()
     gpu2.close()
     cpu.close()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_population_with_agent_options_on_cuda(make_population, option_kwargs):
+    """Every agent option on (LayerNorm, CReLU, AdamW, TRAC, Double DQN): an update on CUDA matches
+    the CPU's from the same state to float32 round-off, under CUDA's sync debug mode 'error'."""
+    kwargs = option_kwargs("all")
+    cpu = make_population([0, 1], learning_starts=40, **kwargs)
+    gpu = make_population([0, 1], learning_starts=40, device="cuda", **kwargs)
+    cpu.learn(100)
+    with torch.no_grad():
+        for dst, src in zip(gpu.net.params, cpu.net.params, strict=True):
+            dst.copy_(src)
+        for dst, src in zip(gpu.net.target_params, cpu.net.target_params, strict=True):
+            dst.copy_(src)
+    gpu.optimizer.load_state_dict(cpu.optimizer.state_dict())  # Adam's and TRAC's state
+    gpu.replay.load_state_dict(cpu.replay.state_dict())
+    batch = cpu.replay.sample(cpu.replay.indices(torch.arange(64).view(2, 32)))
+    moved = type(batch)(*[None if t is None else t.cuda() for t in vars(batch).values()])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss_gpu = gpu.update(moved)
+        gpu.train(2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    loss_cpu = cpu.update(batch)
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-5, atol=1e-7)
+    trac_gpu, trac_cpu = gpu.optimizer.trac, cpu.optimizer.trac
+    assert trac_gpu is not None and trac_cpu is not None
+    assert bool((trac_gpu.scale > 0).all().cpu())
+    for p in (cpu, gpu):
+        p.close()
 
 
 def test_metric_suite_on_member_views_has_no_host_synchronisation(make_population):
