@@ -87,7 +87,7 @@ class MetricsProbe:
             return {}
         idx = self.rng.choice(size, size=min(self.probe_size, size), replace=False)
         obs, actions = model.replay_states(idx)
-        # An agent without replay_sample/td_target (a population member, for now) gets none: NaN + note.
+        # An agent without replay_sample/td_target (e.g. a user's model) gets none: NaN + a note.
         has_td = all(callable(getattr(model, name, None)) for name in ("replay_sample", "td_target"))
         td_batch = self.td_batch(model) if suite.needs_td_batch and has_td else None
         values = suite.compute(

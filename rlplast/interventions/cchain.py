@@ -88,7 +88,7 @@ class CChain(Intervention):
     with it the training batches — is untouched: a run with ``cchain`` differs from one without
     it only through the added term. A population member samples its own replay the same way;
     with ``auto: true`` the instance needs the agent's ``td_target`` (:attr:`model_needs`), which
-    population members do not offer yet, so a population refuses it up front.
+    population member views offer, so both forms run per member.
     Cost per update: one replay gather and two forward passes on ``B_ref`` (one without
     gradient), and the backward pass through one of them.
 

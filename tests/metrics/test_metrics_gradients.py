@@ -170,7 +170,7 @@ def test_training_passes_a_td_batch_and_keeps_churn_state_in_checkpoints(tmp_pat
 
 
 def test_an_agent_without_td_batch_accessors_gets_nan_and_a_note():
-    """A population member's model (no replay_sample / td_target yet): NaN and a note, no crash."""
+    """A model without replay_sample / td_target: NaN and a note, no crash."""
     from rlplast.agents import PlasticDQN
     from rlplast.callbacks.metrics import MetricsProbe
     from rlplast.config import MetricsConfig
