@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --resume: train RUN_DIR, finished or not, up to N env steps in all",
     )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="with --resume: load the checkpoint even if this user's key did not sign it (another "
+        "user's run, or rlplast's previous format); loading it can run code: only for runs you trust",
+    )
     _add_common_overrides(p)
     p.add_argument(
         "--method",
@@ -92,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(rlplast.population); default: the config's train.engine (single)",
     )
     p.add_argument("--out", help="sweep directory (default: sweeps/<config stem>)")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="continue unfinished runs from checkpoints this user's key did not sign (a sweep from "
+        "elsewhere); loading them can run code: only for sweeps you trust",
+    )
     _add_common_overrides(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -150,8 +162,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         ]
         if given:
             raise UserError(f"--resume continues a run with its own config; drop {', '.join(given)}")
-        summary = resume_training(args.resume, quiet=args.quiet, total_steps=args.total_steps)
+        summary = resume_training(
+            args.resume,
+            quiet=args.quiet,
+            total_steps=args.total_steps,
+            trust_checkpoint=args.trust_checkpoint,
+        )
         return _report_done(summary, Path(args.resume))
+    if args.trust_checkpoint:
+        raise UserError(
+            "--trust-checkpoint applies to the checkpoint of --resume RUN_DIR; drop it for a new run"
+        )
     if args.total_steps is not None:
         raise UserError(
             "--total-steps continues a run: use it with --resume RUN_DIR "
@@ -201,6 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         quiet=args.quiet,
         engine=args.engine,
+        trust_checkpoint=args.trust_checkpoint,
     )
     failed = f", {len(result.failed)} failed ({', '.join(result.failed)})" if result.failed else ""
     report = f"; report: {result.report_dir}" if result.report_dir else ""

@@ -83,8 +83,28 @@ def json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
+#: ``summary.json`` keys that readers use, and the JSON types each may have (null: absent value).
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(["final_return", "mean_return", "wall_time_s", "steps_per_s"], (int, float, type(None))),
+    **dict.fromkeys(
+        ["final_return_window", "episodes", "steps", "updates", "schedule_total_steps", "population_size"],
+        (int,),
+    ),
+    "seed": (int, type(None)),
+    "resumed": (bool,),
+    **dict.fromkeys(["device", "env", "engine"], (str,)),
+    **dict.fromkeys(["interventions", "notes"], (list,)),
+    **dict.fromkeys(["returns_per_task", "versions"], (dict,)),
+}
+
+
 def read_summary(path: str | Path) -> dict[str, Any]:
-    """A run's ``summary.json`` (a JSON object), or a one-line UserError naming the file."""
+    """A run's ``summary.json`` (a JSON object), or a one-line UserError naming the file.
+
+    Parsed with :func:`json.loads` only (no code runs); the keys readers use must have their
+    JSON types (:data:`SUMMARY_TYPES`; a number is not a boolean), and ``returns_per_task`` must
+    map tasks to numbers.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -92,7 +112,27 @@ def read_summary(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read run summary {path}: {exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"cannot read run summary {path}: expected a JSON object, got {json_type(data)}")
+    for key, types in SUMMARY_TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(
+                f"cannot read run summary {path}: '{key}' must be {_kinds(types)}, got {json_type(value)}"
+            )
+    per_task = data.get("returns_per_task") or {}
+    for task, value in per_task.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+            raise UserError(
+                f"cannot read run summary {path}: returns_per_task '{task}' must be a number, got {json_type(value)}"
+            )
     return data
+
+
+def _kinds(types: tuple[type, ...]) -> str:
+    names = {int: "a number", float: "a number", bool: "a boolean", str: "a string"}
+    names.update({list: "an array", dict: "an object", type(None): "null"})
+    return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
 def read_manifest(sweep_dir: str | Path) -> dict[str, Any] | None:

@@ -395,9 +395,12 @@ def run_training(
         quiet: no progress bar, no metric notes on stderr.
 
     Raises:
-        UserError: bad input (nothing is written).
+        UserError: bad input (nothing is written), including a checkpoint key that cannot be
+            created or read (:func:`rlplast.checkpoint.checkpoint_key`).
         TrainingStopped: a signal or non-finite values stopped training after a checkpoint.
     """
+    from rlplast.checkpoint import checkpoint_key
+
     run_dir = Path(run_dir)
     # config: everything that can be rejected, before anything is written
     check_run_dir(run_dir, overwrite)  # fail before the (slower) env and model set-up
@@ -408,6 +411,7 @@ def run_training(
     # agent (+ interventions), and the metrics probe the callbacks will use
     model = build_model(cfg, env, resolve_device(cfg.train.device))
     probe = metrics_probe(cfg, quiet)
+    checkpoint_key()  # checkpoints are signed with it: an unusable key fails before anything is written
     # only now touch the file system
     prepare_run_dir(run_dir, overwrite)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -442,7 +446,10 @@ class Resume:
 
 
 def resume_training(
-    run_dir: str | Path, quiet: bool = False, total_steps: int | None = None
+    run_dir: str | Path,
+    quiet: bool = False,
+    total_steps: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Continue a run from its latest valid checkpoint, exactly as if it had never stopped.
 
@@ -451,6 +458,10 @@ def resume_training(
     checkpoint's agent and env would silently keep the old settings. Checkpoints written before
     the config was recorded are only checked for what resuming needs (``metrics.enabled``).
     Everything is checked before a file is touched: a refused resume leaves the run as it was.
+
+    The checkpoint is loaded only when it is signed with this user's checkpoint key (it holds
+    pickled objects, see :mod:`rlplast.checkpoint`): a run directory from someone else, or a
+    checkpoint of rlplast's previous format, is refused unless ``trust_checkpoint``.
 
     With ``total_steps``, the run's budget becomes ``total_steps`` (written to ``config.yaml``);
     a finished run is continued from the checkpoint of its last step. The exploration schedule
@@ -462,14 +473,17 @@ def resume_training(
         run_dir: the run directory.
         quiet: no progress bar, no metric notes on stderr.
         total_steps: a new budget, larger than the steps already trained.
+        trust_checkpoint: load the checkpoint even when this user's key did not sign it
+            (``--trust-checkpoint``): only for run directories whose source you trust.
 
     Raises:
         UserError: not a run directory, already finished (without ``total_steps``), no valid
-            checkpoint, a config.yaml that differs from the checkpoint's, corrupt metrics.csv /
-            episodes.csv, a budget not above the steps already trained, or a finished run without a
-            checkpoint of its last step.
+            checkpoint, a checkpoint not signed with this user's key (without ``trust_checkpoint``),
+            a config.yaml that differs from the checkpoint's, corrupt metrics.csv / episodes.csv, a
+            budget not above the steps already trained, or a finished run without a checkpoint of
+            its last step.
     """
-    from rlplast.checkpoint import load_latest
+    from rlplast.checkpoint import checkpoint_key, load_latest
     from rlplast.config import config_from_dict, load_config
     from rlplast.io import csv_rows_through, truncate_csv_rows
 
@@ -483,7 +497,7 @@ def resume_training(
             f"to train it for more steps: rlplast train --resume {run_dir} --total-steps N"
         )
     cfg = load_config(run_dir / "config.yaml")
-    payload, path = load_latest(run_dir / "checkpoints")
+    payload, path = load_latest(run_dir / "checkpoints", trust=trust_checkpoint)
     check_resume_config(cfg, payload, run_dir, ignore_total_steps=total_steps is not None)
     step = int(payload["step"])
     original_total = _recorded_total_steps(payload, cfg)
@@ -504,6 +518,7 @@ def resume_training(
     if cfg.train.total_steps != original_total and model.schedule_timesteps is None:
         model.schedule_timesteps = original_total
     probe = metrics_probe(cfg, quiet)
+    checkpoint_key()  # the run's next checkpoints are signed with it
 
     # Everything is checked: only now touch the files.
     if total_steps is not None:

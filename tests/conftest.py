@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Checkpoints are signed with a per-user key (rlplast.checkpoint.checkpoint_key): the tests use one
+# of their own, never the real one under ~/.config. Set here, at import, so that subprocesses and
+# sweep workers started by the tests inherit it.
+os.environ["RLPLAST_KEY_DIR"] = tempfile.mkdtemp(prefix="rlplast-test-key-")
 
 
 def tiny_overrides(steps: int = 600, metrics: bool = False) -> list[str]:

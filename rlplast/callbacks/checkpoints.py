@@ -1,4 +1,8 @@
-"""Checkpoints: the whole training state, at iteration ends, for exact resume and for continuing."""
+"""Checkpoints: the whole training state, at iteration ends, for exact resume and for continuing.
+
+The file format, and what in it is loaded only from checkpoints this user wrote:
+:mod:`rlplast.checkpoint`.
+"""
 
 from __future__ import annotations
 
@@ -91,7 +95,24 @@ class Checkpoints(RunCallback):
             "rlplast": __version__,
             "config": self.config_text,  # what a resume checks config.yaml against
         }
-        return save_checkpoint(self.folder, step, payload, keep=self.keep)
+        return save_checkpoint(self.folder, step, payload, keep=self.keep, names=self.tensor_names())
+
+    def tensor_names(self) -> dict[int, str]:
+        """Readable names of the agent's tensors and arrays in the checkpoint's state part.
+
+        ``model/policy/<state_dict key>`` (online and target networks), ``model/optimizer/<parameter
+        index>/<key>`` (e.g. Adam's moments) and ``model/replay/<field>`` (the replay buffer's
+        arrays); what the checkpoint holds is the same without them (see
+        :func:`rlplast.checkpoint.read_state`).
+        """
+        from rlplast.checkpoint import attribute_tensor_names, module_tensor_names, optimizer_tensor_names
+
+        policy = self.model.policy
+        names = module_tensor_names("model/policy", policy)
+        names.update(optimizer_tensor_names("model/optimizer", policy.optimizer))
+        if self.model.replay_buffer is not None:
+            names.update(attribute_tensor_names("model/replay", self.model.replay_buffer))
+        return names
 
     def callback_state(self) -> dict[str, Any]:
         """The ``callback`` dict of a checkpoint: every part's keys."""

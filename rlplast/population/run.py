@@ -12,9 +12,12 @@ given a :class:`MemberModel`: the member seen as the PlasticDQN those callbacks 
 The population's own state — the stacked networks, Adam, replay, random streams, envs, the
 members' callback states — lives in a **population directory** beside the members' run
 directories: ``population.json`` (the members) and ``checkpoints/ckpt-<step>.pkl``, written at
-iteration ends every ``checkpoint.every_steps`` and on SIGTERM/SIGINT, atomically and with a
-checksum (:mod:`rlplast.checkpoint`). :func:`resume_population` continues from the latest valid
-one exactly (on the CPU, even after SIGKILL).
+iteration ends every ``checkpoint.every_steps`` and on SIGTERM/SIGINT, atomically, with a
+checksum and signed with this user's checkpoint key (:mod:`rlplast.checkpoint`: tensors, arrays and
+plain values in the state part; the envs, the episode tracker and the interventions' pickled
+attributes in the objects part, loaded only from checkpoints this user wrote).
+:func:`resume_population` continues from the latest valid one exactly (on the CPU, even after
+SIGKILL).
 
 A member whose own code fails — non-finite values with ``train.on_nonfinite: stop``, an exception
 in its metrics or interventions — is marked failed (``error.txt`` in its run directory) while the
@@ -544,7 +547,7 @@ class _PopulationRun(PopulationCallback):
     def save(self, step: int) -> Path:
         """Write the population's checkpoint of ``step`` (members' ``episodes.csv`` flushed first)."""
         from rlplast import __version__
-        from rlplast.checkpoint import rng_state, save_checkpoint
+        from rlplast.checkpoint import Pickled, rng_state, save_checkpoint
 
         for member in self.members:
             if member.active:
@@ -554,14 +557,15 @@ class _PopulationRun(PopulationCallback):
             "step": step,
             "population": self.population.state_dict(),
             "interventions": None if self.interventions is None else self.interventions.state_dict(),
+            # A pickle (with references of its own): the checkpoint's objects part.
             "intervention_objects": None
             if self.interventions is None
-            else intervention_objects(self.population),
+            else Pickled(intervention_objects(self.population)),
             "members": [
                 {
                     "name": m.name,
                     "state": m.state_dict() if m.active else None,
-                    "failure": m.failure,
+                    "failure": None if m.failure is None else dataclasses.asdict(m.failure),
                 }
                 for m in self.members
             ],
@@ -758,6 +762,7 @@ def run_population(
             directories that exist (without ``overwrite``).
         TrainingStopped: SIGTERM/SIGINT stopped training after a checkpoint (exit code 143/130).
     """
+    from rlplast.checkpoint import checkpoint_key
     from rlplast.threads import set_cpu_threads
     from rlplast.train import check_run_dir, prepare_run_dir
 
@@ -773,6 +778,7 @@ def run_population(
     check_population(cfgs)
     cfg = cfgs[0]
     set_cpu_threads(cfg.train.torch_threads)
+    checkpoint_key()  # checkpoints are signed with it: an unusable key fails before anything is written
     population = _build(cfgs)
     try:
         interventions = _interventions_of(population, cfgs)
@@ -794,7 +800,11 @@ def run_population(
 
 
 def resume_population(
-    cfgs: Sequence[Config], run_dirs: Sequence[str | Path], population_dir: str | Path, quiet: bool = False
+    cfgs: Sequence[Config],
+    run_dirs: Sequence[str | Path],
+    population_dir: str | Path,
+    quiet: bool = False,
+    trust_checkpoint: bool = False,
 ) -> PopulationResult:
     """Continue a population from its latest valid checkpoint, exactly as if it had never stopped.
 
@@ -806,19 +816,22 @@ def resume_population(
         run_dirs: the members' run directories.
         population_dir: the population's directory.
         quiet: no messages on stderr.
+        trust_checkpoint: load the checkpoint even when this user's key did not sign it (it holds
+            pickled objects; see :mod:`rlplast.checkpoint`): only for populations you trust.
 
     Raises:
-        UserError: no valid checkpoint, a checkpoint of other members or configs, or a member's
+        UserError: no valid checkpoint, a checkpoint not signed with this user's key (without
+            ``trust_checkpoint``), a checkpoint of other members or configs, or a member's
             ``metrics.csv`` / ``episodes.csv`` missing (nothing is touched).
     """
-    from rlplast.checkpoint import load_latest, set_rng_state
+    from rlplast.checkpoint import Pickled, checkpoint_key, load_latest, set_rng_state
     from rlplast.io import csv_rows_through, truncate_csv_rows
     from rlplast.threads import set_cpu_threads
 
     dirs = [Path(d) for d in run_dirs]
     folder = Path(population_dir)
     texts = [dump_config(c) for c in cfgs]
-    payload, path = load_latest(folder / "checkpoints")
+    payload, path = load_latest(folder / "checkpoints", trust=trust_checkpoint)
     names = [m["name"] for m in payload["members"]]
     if names != [d.name for d in dirs] or payload["configs"] != texts:
         raise UserError(f"the checkpoints in {folder} are of other members or configs; cannot resume")
@@ -832,19 +845,26 @@ def resume_population(
                 raise UserError(f"{d / name} is missing or empty; cannot resume the population in {folder}")
     cfg = cfgs[0]
     set_cpu_threads(cfg.train.torch_threads)
+    checkpoint_key()  # the population's next checkpoints are signed with it
     population = _build(cfgs)
     try:
         interventions = _interventions_of(population, cfgs)
         population.load_state_dict(payload["population"])
         if interventions is not None:
             interventions.load_state_dict(payload["interventions"])
-            restore_intervention_objects(population, payload["intervention_objects"])
+            pickled = payload["intervention_objects"]  # bytes in checkpoints of the previous format
+            restore_intervention_objects(
+                population, pickled.data if isinstance(pickled, Pickled) else pickled
+            )
         members = []
         for i, (c, d, entry) in enumerate(zip(cfgs, dirs, payload["members"], strict=True)):
-            if entry["failure"] is None:
+            failure = entry["failure"]  # a MemberFailure in checkpoints of the previous format
+            if isinstance(failure, dict):
+                failure = MemberFailure(**failure)
+            if failure is None:
                 truncate_csv_rows(d / "episodes.csv", step)
             model = MemberModel(population, i, c.agent.stats_window_size)
-            members.append(_Member(c, d, model, entry["state"], entry["failure"]))
+            members.append(_Member(c, d, model, entry["state"], failure))
         if not quiet:
             print(
                 f"rlplast: resuming the population {folder} from {path.name} (step {step})", file=sys.stderr

@@ -44,7 +44,7 @@ from rlplast.rundir import MANIFEST, check_output_dir, make_output_dir
 from rlplast.sweep.job import JobResult
 from rlplast.sweep.local import run_local
 from rlplast.sweep.manifest import Manifest, check_previous, finished_unrecorded, is_done, now
-from rlplast.sweep.plan import RunSpec, check_populations, check_runs, plan_jobs, plan_sweep
+from rlplast.sweep.plan import JobPlan, RunSpec, check_populations, check_runs, plan_jobs, plan_sweep
 from rlplast.sweep.progress import Progress
 from rlplast.sweep.ray import import_ray, run_ray
 from rlplast.sweep.signals import StopRequest
@@ -182,6 +182,40 @@ def check_out_dir(out_dir: Path, report: bool) -> None:
             )
 
 
+def check_checkpoints(plans: list[JobPlan], trust: bool = False) -> None:
+    """Refuse, before anything is written, to continue from checkpoints this user did not write.
+
+    A run (or population) that will continue from its checkpoint loads pickled objects from it
+    (:mod:`rlplast.checkpoint`), so its newest checkpoint must be signed with this user's key — a
+    sweep copied from someone else is refused — unless ``trust``. The key itself is created here if
+    needed, so that the workers' checkpoints can be signed.
+
+    Raises:
+        UserError: a checkpoint not signed with this user's key (without ``trust``), naming it and
+            how to proceed; an unusable checkpoint key.
+    """
+    from rlplast.checkpoint import UntrustedCheckpoint, checkpoint_key, latest_checkpoint
+    from rlplast.population.run import population_resumable
+    from rlplast.sweep.job import resumable
+
+    for plan in plans:
+        if plan.population_dir is None:
+            spec = plan.specs[0]
+            if not resumable(spec.run_dir, spec.config_text):
+                continue
+            folder, start_over = spec.run_dir / "checkpoints", spec.run_dir
+        else:
+            texts = [s.config_text for s in plan.specs]
+            if not population_resumable(plan.population_dir, texts, [s.run_dir for s in plan.specs]):
+                continue
+            folder, start_over = plan.population_dir / "checkpoints", plan.population_dir
+        try:
+            latest_checkpoint(folder, trust)
+        except UntrustedCheckpoint as exc:
+            raise UntrustedCheckpoint(f"{exc} (to start it again: delete {start_over})") from None
+    checkpoint_key()
+
+
 def select_todo(
     manifest: Manifest, specs: list[RunSpec], finished: dict[str, dict[str, Any]]
 ) -> list[RunSpec]:
@@ -223,6 +257,7 @@ def run_compare(
     quiet: bool = False,
     report: bool = True,
     engine: str | None = None,
+    trust_checkpoint: bool = False,
 ) -> SweepResult:
     """Run (or resume) the methods × seeds grid and write the report.
 
@@ -245,6 +280,8 @@ def run_compare(
         quiet: no progress lines.
         report: write the report when the grid is finished.
         engine: ``single`` or ``population`` for every run (``train.engine``; None: the config's).
+        trust_checkpoint: continue runs and populations from checkpoints this user's key did not
+            sign (a sweep copied from elsewhere; see :func:`check_checkpoints`).
 
     Returns:
         What this invocation did.
@@ -268,7 +305,9 @@ def run_compare(
     # The populations to train (the methods' unfinished seeds), checked as the engine checks them.
     entries = previous.get("runs", {})
     unfinished = [s for s in specs if not is_done(s, entries.get(s.name)) and s.name not in finished]
-    check_populations(config_path, plan_jobs(out_dir, unfinished, None if uncapped else workers))
+    planned = plan_jobs(out_dir, unfinished, None if uncapped else workers)
+    check_populations(config_path, planned)
+    check_checkpoints(planned, trust_checkpoint)
     if methods is None:
         print(f"rlplast compare: no --methods given: running {', '.join(DEFAULT_METHODS)}", file=sys.stderr)
 
@@ -281,6 +320,8 @@ def run_compare(
         )
         todo = select_todo(manifest, specs, finished)
         plans = plan_jobs(out_dir, todo, None if uncapped else workers)
+        for plan in plans:
+            plan.trust_checkpoint = trust_checkpoint
         result = SweepResult(out=out_dir, total=len(specs), skipped=len(specs) - len(todo))
         progress = Progress(len(specs), result.skipped, quiet)
         n_methods = len({spec.method for spec in specs})

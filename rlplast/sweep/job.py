@@ -34,10 +34,13 @@ class Job:
     Attributes:
         config_text: the resolved config as YAML; the run's ``config.yaml`` will be this text.
         run_dir: the run directory.
+        trust_checkpoint: continue from a checkpoint this user's key did not sign
+            (``rlplast compare --trust-checkpoint``).
     """
 
     config_text: str
     run_dir: str
+    trust_checkpoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,13 @@ class PopulationJob:
     Attributes:
         members: each member's :class:`Job` (resolved config text and run directory), in seed order.
         population_dir: the population's directory (its ``population.json`` and ``checkpoints/``).
+        trust_checkpoint: continue from a checkpoint this user's key did not sign
+            (``rlplast compare --trust-checkpoint``).
     """
 
     members: tuple[Job, ...]
     population_dir: str
+    trust_checkpoint: bool = False
 
 
 @dataclass
@@ -105,7 +111,8 @@ def run_job(job: Job, signals: Sequence[int] = ()) -> JobResult:
     """Train one run of the grid (in a worker). Never raises for a training failure.
 
     A run directory holding a checkpoint of the same config continues from it (as
-    ``rlplast train --resume``); otherwise the run starts from scratch.
+    ``rlplast train --resume``); otherwise the run starts from scratch. A checkpoint that this
+    user's key did not sign (without ``job.trust_checkpoint``) fails the run: it is never replaced.
 
     Args:
         job: the payload.
@@ -116,6 +123,7 @@ def run_job(job: Job, signals: Sequence[int] = ()) -> JobResult:
         ``ok`` with the summary; a failure with one line (the full traceback is written to
         ``<run_dir>/error.txt``); or, when a signal stopped the run (after its checkpoint), ``stopped``.
     """
+    from rlplast.checkpoint import UntrustedCheckpoint
     from rlplast.threads import set_cpu_threads
     from rlplast.train import resume_training, run_training
 
@@ -127,8 +135,12 @@ def run_job(job: Job, signals: Sequence[int] = ()) -> JobResult:
             return _stopped(f"received {signal.Signals(signals[0]).name} before training", start)
         summary = None
         if resumable(Path(job.run_dir), job.config_text):
-            with contextlib.suppress(UserError):  # every checkpoint corrupt: start again below
-                summary = resume_training(job.run_dir, quiet=True)
+            try:
+                summary = resume_training(job.run_dir, quiet=True, trust_checkpoint=job.trust_checkpoint)
+            except UntrustedCheckpoint:
+                raise  # someone else's run: a failure, never replaced by a fresh one
+            except UserError:
+                pass  # every checkpoint corrupt: start again below
         if summary is None:
             summary = run_training(cfg, job.run_dir, overwrite=True, quiet=True)
         return JobResult(ok=True, wall_time_s=time.perf_counter() - start, summary=summary)
@@ -159,6 +171,7 @@ def run_population_job(job: PopulationJob, signals: Sequence[int] = ()) -> list[
         One result per member, in the job's order; all ``stopped`` when a signal stopped the
         population (after its checkpoint).
     """
+    from rlplast.checkpoint import UntrustedCheckpoint
     from rlplast.population.run import population_resumable, resume_population, run_population
     from rlplast.threads import set_cpu_threads
 
@@ -173,8 +186,14 @@ def run_population_job(job: PopulationJob, signals: Sequence[int] = ()) -> list[
         result = None
         texts = [m.config_text for m in job.members]
         if population_resumable(job.population_dir, texts, run_dirs):
-            with contextlib.suppress(UserError):  # every checkpoint corrupt: start again below
-                result = resume_population(cfgs, run_dirs, job.population_dir, quiet=True)
+            try:
+                result = resume_population(
+                    cfgs, run_dirs, job.population_dir, quiet=True, trust_checkpoint=job.trust_checkpoint
+                )
+            except UntrustedCheckpoint:
+                raise  # someone else's population: a failure, never replaced by a fresh one
+            except UserError:
+                pass  # every checkpoint corrupt: start again below
         if result is None:
             result = run_population(cfgs, run_dirs, job.population_dir, overwrite=True, quiet=True)
         wall = time.perf_counter() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,13 @@ class JobPlan:
         specs: the runs; one for a single run, the members of a population (see :func:`plan_jobs`).
         population_dir: the population's directory (``<out>/populations/<name>``), or None for a
             single run.
+        trust_checkpoint: the job may continue from a checkpoint this user's key did not sign
+            (``rlplast compare --trust-checkpoint``).
     """
 
     specs: list[RunSpec]
     population_dir: Path | None = None
+    trust_checkpoint: bool = False
 
     @property
     def name(self) -> str:
@@ -109,11 +112,12 @@ class JobPlan:
             absolute: give directories as absolute paths (for workers that may run in another
                 working directory, e.g. Ray's).
         """
-        jobs = tuple(spec.job(absolute) for spec in self.specs)
+        trust = self.trust_checkpoint
+        jobs = tuple(replace(spec.job(absolute), trust_checkpoint=trust) for spec in self.specs)
         if self.population_dir is None:
             return jobs[0]
         folder = self.population_dir.resolve() if absolute else self.population_dir
-        return PopulationJob(jobs, str(folder))
+        return PopulationJob(jobs, str(folder), trust_checkpoint=trust)
 
 
 def population_key(spec: RunSpec) -> str:

@@ -182,12 +182,13 @@ def test_nonfinite_continue_finishes(tmp_path, nan_intervention):
 
 def test_checkpoints_naming_classes_at_their_old_place_still_load(tmp_path):
     """The speed layer moved from rlplast.agents.dqn to rlplast.agents.speed; older checkpoints
-    pickled DeviceMean, the lean buffers and env and the policies under the old module."""
+    pickled DeviceMean, the lean buffers and env and the policies under the old module. Such
+    checkpoints (the previous, pickled format) are read only when trusted explicitly."""
     import hashlib
     import pickle
 
     from rlplast.agents.speed import DeviceMean, LeanReplayBuffer
-    from rlplast.checkpoint import MAGIC, MOVED, read_checkpoint
+    from rlplast.checkpoint import LEGACY_MAGIC, MOVED, UntrustedCheckpoint, read_checkpoint
 
     stats = DeviceMean()
     stats.add(torch.tensor(2.0))
@@ -199,8 +200,10 @@ def test_checkpoints_naming_classes_at_their_old_place_still_load(tmp_path):
     )
     assert b"rlplast.agents.speed" not in data
     path = tmp_path / "ckpt-000000000001.pkl"
-    path.write_bytes(MAGIC + f" {hashlib.sha256(data).hexdigest()} {len(data)}\n".encode() + data)
-    payload = read_checkpoint(path)
+    path.write_bytes(LEGACY_MAGIC + f" {hashlib.sha256(data).hexdigest()} {len(data)}\n".encode() + data)
+    with pytest.raises(UntrustedCheckpoint, match="previous format"):
+        read_checkpoint(path)
+    payload = read_checkpoint(path, trust=True)
     assert payload["stats"].pop() == 2.0 and payload["buffer_class"] is LeanReplayBuffer
     for (module, _), (new_module, new_name) in MOVED.items():
         assert module == "rlplast.agents.dqn"
