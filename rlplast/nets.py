@@ -30,6 +30,7 @@ __all__ = [
     "copy_parameters",
     "covered_parameter_names",
     "drop_optimizer_state",
+    "hidden_pairs",
     "last_linear",
     "linear_layers",
     "reinitialise",
@@ -49,6 +50,17 @@ def linear_layers(net: nn.Module) -> list[tuple[str, nn.Linear]]:
         ``[(name, layer), ...]`` in ``net.named_modules()`` order (a shared layer appears once).
     """
     return [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+
+
+def hidden_pairs(net: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
+    """Consecutive ``nn.Linear`` layers of ``net`` whose first's units are the second's inputs.
+
+    The hidden layers whose units a unit-level method (ReDo, continual backprop) can score and
+    replace: a layer followed by one that reads each of its units once. A CReLU network (each
+    unit feeds the next layer twice) or a convolutional trunk's flatten has none such.
+    """
+    layers = [m for _, m in linear_layers(net)]
+    return [(a, b) for a, b in zip(layers[:-1], layers[1:], strict=True) if a.out_features == b.in_features]
 
 
 def last_linear(net: nn.Module) -> nn.Linear:

@@ -150,10 +150,17 @@ class Preflight:
     config, ``rlplast compare`` on every planned run's config (one instance, so each distinct
     setting is checked once). Only :class:`UserError` is bad input; any other exception is left to
     the run itself, which then fails where it happens (in a sweep: a run failure).
+
+    With ``build_models`` it also builds the agent on the CPU once per distinct env, agent and
+    interventions setting, so what an intervention refuses when it is set up on the network (e.g.
+    ``redo`` on a CReLU network, ``plasticity_injection`` with more layers than the head has) is
+    bad input before a sweep writes anything; ``rlplast train`` builds its agent before writing
+    anyway.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, build_models: bool = False) -> None:
         self.cache: dict[str, tuple[Any, UserError | None]] = {}
+        self.build_models = build_models
 
     def _once(self, key: str, fn: Any) -> Any:
         """``fn()``, computed once per key; a UserError is raised again for every config with that key."""
@@ -200,6 +207,18 @@ class Preflight:
                 f"metrics {json.dumps(list(cfg.metrics.names))}",
                 lambda: MetricsProbe(cfg.metrics, seed=cfg.train.seed, echo=False),
             )
+        if self.build_models and space is not None:
+            setting = [env_key, dataclasses.asdict(cfg.agent), list(cfg.interventions)]
+            self._once(f"model {json.dumps(setting, sort_keys=True, default=str)}", lambda: _build_once(cfg))
+
+
+def _build_once(cfg: Config) -> None:
+    """Build ``cfg``'s agent on the CPU and drop it (:class:`Preflight` with ``build_models``)."""
+    env = make_env(cfg)
+    try:
+        build_model(cfg, env, "cpu")
+    finally:
+        env.close()
 
 
 def preflight(cfg: Config) -> None:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rlplast.errors import UserError
 from rlplast.fields import config_field
 from rlplast.interventions.base import Intervention, register
-from rlplast.nets import FreshInit, linear_layers
+from rlplast.nets import FreshInit, hidden_pairs
 
 if TYPE_CHECKING:
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -211,9 +211,3 @@ def _zero_moments(state: Any, param: Tensor, mask: Tensor) -> None:
         moment = slots.get(key)
         if isinstance(moment, Tensor) and moment.shape == param.shape:
             moment.masked_fill_(mask, 0.0)
-
-
-def hidden_pairs(net: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
-    """Consecutive ``nn.Linear`` layers of ``net`` whose first's units are the second's inputs."""
-    layers = [m for _, m in linear_layers(net)]
-    return [(a, b) for a, b in zip(layers[:-1], layers[1:], strict=True) if a.out_features == b.in_features]

@@ -10,7 +10,7 @@ import torch
 
 from rlplast.errors import UserError
 from rlplast.interventions.base import Intervention, register
-from rlplast.nets import FreshInit, linear_layers
+from rlplast.nets import FreshInit, hidden_pairs
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
@@ -70,10 +70,14 @@ class ReDo(Intervention):
     def setup(self, model: PlasticDQN) -> None:
         super().setup(model)
         self.q_net = self.online_net
-        layers = [m for _, m in linear_layers(self.q_net)]
-        # (layer, next layer) pairs; whether the next layer consumes the layer's units one to one
-        # is checked on the first forward pass (shape of the next layer's input).
-        self._pairs = list(zip(layers[:-1], layers[1:], strict=True))
+        # (layer, next layer) pairs whose next layer reads the layer's units one to one (checked
+        # again on every forward pass, from the shape of the next layer's input).
+        self._pairs = hidden_pairs(self.q_net)
+        if not self._pairs:
+            raise UserError(
+                f"intervention '{self.name}': the Q-network has no hidden linear layer whose units feed "
+                "the next linear layer one to one (e.g. agent.activation: crelu), so no unit can be recycled"
+            )
         self._fresh = [FreshInit(layer) for layer, _ in self._pairs]
 
     # ------------------------------------------------------------------ hooks

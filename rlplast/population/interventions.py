@@ -48,7 +48,7 @@ from torch import Tensor
 
 from rlplast.errors import UserError
 from rlplast.interventions.base import Intervention, build_intervention
-from rlplast.population.rng import member_generator
+from rlplast.population.rng import INTERVENTIONS, member_generator
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
@@ -64,9 +64,9 @@ __all__ = [
     "build_member_interventions",
 ]
 
-#: Purpose key of the members' intervention random streams (part of their seeds: never renumber;
-#: the engine's own streams use 1 and 2, see :mod:`rlplast.population.rng`).
-INTERVENTIONS_STREAM = 3
+#: Purpose key of the members' intervention random streams (:data:`rlplast.population.rng.INTERVENTIONS`,
+#: beside the engine's own keys: part of the members' seeds, never renumbered).
+INTERVENTIONS_STREAM = INTERVENTIONS
 
 #: The agent methods a member view (:class:`~rlplast.population.engine.MemberView`) offers, as
 #: PlasticDQN does; an intervention instance whose ``model_needs`` (optional: a tuple of method

@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["EXPLORATION", "REPLAY", "BlockStream", "member_generator"]
+__all__ = ["EXPLORATION", "INTERVENTIONS", "REPLAY", "BlockStream", "member_generator"]
 
 #: Purpose keys of the members' generators (part of their seeds: never renumber).
 EXPLORATION = 1
 REPLAY = 2
+#: The seed of a member's intervention generator (rlplast.population.interventions.MemberStream).
+INTERVENTIONS = 3
 
 #: Upper bound (exclusive) of the raw integers the replay stream draws; indices are taken modulo
 #: the filled size of the buffer, a bias below 1e-11 for any realistic buffer.

@@ -335,7 +335,7 @@ def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:
     """
     from rlplast.train import Preflight
 
-    checks = Preflight()
+    checks = Preflight(build_models=True)
     for spec in specs:
         cfg = spec.config or load_config(config_path, spec.overrides, overlays=[spec.overlay])
         try:

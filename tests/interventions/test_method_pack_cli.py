@@ -64,3 +64,18 @@ def test_bad_parameters_are_one_line_errors_with_exit_2(tmp_path, capsys, spec, 
     assert err.count("\n") == 0 and err.startswith("rlplast: error:"), err
     assert "Traceback" not in err and expect in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["redo", "continual_backprop"])
+def test_unit_recycling_on_a_crelu_network_is_refused_with_one_line(tmp_path, capsys, name):
+    """CReLU feeds each unit to the next layer twice: no unit can be scored and replaced alone."""
+    out = tmp_path / "run"
+    argv = ["train", str(REPO / "configs/cartpole.yaml"), "--quiet", "--out", str(out)]
+    overrides = [*tiny_overrides(200), "output.tensorboard=false", "agent.activation=crelu"]
+    for o in [*overrides, f"interventions=[{{name: {name}}}]"]:
+        argv += ["--set", o]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert f"intervention '{name}': the Q-network has no hidden linear layer" in err, err
+    assert not out.exists()

@@ -62,6 +62,22 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
         (["--methods", "vanilla", "--set", "env={id: Pendulum-v1}"], "Box action space; DQN needs"),
         (["--methods", "vanilla", "--set", "env.id=NoSuchEnv-v0"], "--set: unknown env id 'NoSuchEnv-v0'"),
         (["--methods", "vanilla", "--set", "agent.policy=CnnPolicy"], "--set: agent.policy: CnnPolicy needs"),
+        # refused when the intervention is set up on the network: compare builds each setting's agent once
+        (
+            [
+                "--methods",
+                "vanilla",
+                "--set",
+                "agent.activation=crelu",
+                "--set",
+                "interventions=[{name: redo}]",
+            ],
+            "intervention 'redo': the Q-network has no hidden linear layer",
+        ),
+        (
+            ["--methods", "vanilla", "--set", "interventions=[{name: plasticity_injection, n_layers: 5}]"],
+            "intervention 'plasticity_injection': n_layers=5",
+        ),
         # blame the --set, not the method overlay
         (["--methods", "vanilla", "--set", "agent.gamma=2"], "--set: agent.gamma: must be <= 1.0"),
         # the per-run seeds would silently replace it
