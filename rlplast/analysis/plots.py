@@ -584,7 +584,7 @@ def plot_nc1_vs_plasticity(
                 loc="upper center",
                 bbox_to_anchor=(0.5, -0.2),
                 ncol=1,
-                title="Pearson r [95% CI] of tasks ≥ 1 (linear values; correlations.csv)",
+                title="Pearson r [95% CI] of tasks ≥ 1\n(linear values; correlations.csv)",
                 borderaxespad=0,
             )
         save_figure(fig, path)

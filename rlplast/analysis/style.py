@@ -114,8 +114,8 @@ class MethodStyle:
 def method_styles(methods: Sequence[str]) -> dict[str, MethodStyle]:
     """A style per method, by position in ``methods`` (the report's method order).
 
-    Colours and markers cycle every 8 methods; the line style changes with each cycle, so up to
-    32 methods are told apart.
+    Colours cycle every 8 methods; with each cycle the line style changes and the markers shift by
+    three, so two methods of the same colour differ in both (up to 32 methods are told apart).
 
     Example:
         >>> s = method_styles(["vanilla", "reset"])
@@ -126,7 +126,7 @@ def method_styles(methods: Sequence[str]) -> dict[str, MethodStyle]:
     for i, m in enumerate(dict.fromkeys(methods)):
         out[m] = MethodStyle(
             PALETTE[i % len(PALETTE)],
-            _MARKERS[i % len(_MARKERS)],
+            _MARKERS[(i + 3 * (i // len(PALETTE))) % len(_MARKERS)],
             _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)],
         )
     return out

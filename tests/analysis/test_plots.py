@@ -90,6 +90,16 @@ def _legend_styles(legend: Any) -> list[tuple[str, str, str]]:
     ]
 
 
+def test_methods_sharing_a_colour_differ_in_marker_and_line_style():
+    names = [f"m{i}" for i in range(16)]
+    styles = method_styles(names)
+    for i in range(8):
+        first, second = styles[names[i]], styles[names[i + 8]]
+        assert first.color == second.color
+        assert first.marker != second.marker and first.linestyle != second.linestyle
+    assert len({(s.color, s.marker, s.linestyle) for s in styles.values()}) == 16
+
+
 def test_method_order_and_colours_are_the_same_in_every_figure(written: Written):
     out, figures = written.out, written.figures
     styles = method_styles(METHODS)
