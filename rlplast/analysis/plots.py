@@ -506,7 +506,9 @@ def plot_nc1_vs_plasticity(
     xlog = use_log(all_x)
     with paper_style():
         width = TWO_COLUMN if len(ys) > 1 else ONE_COLUMN + 0.4
-        fig, axes = plt.subplots(1, len(ys), figsize=(width, 3.3), squeeze=False, layout="constrained")
+        # the legend under each panel has a line per method and three more: room for all of them
+        height = 2.4 + 0.14 * (len(points["return"]) + 3)
+        fig, axes = plt.subplots(1, len(ys), figsize=(width, height), squeeze=False, layout="constrained")
         for ax, (y_name, q) in zip(axes[0], ys, strict=True):
             handles = []
             yvals = []
