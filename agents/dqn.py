@@ -76,6 +76,29 @@ def iteration_end_hooks(callback: BaseCallback) -> list[Callable[[], Any]]:
     return hooks
 
 
+def td_targets(
+    q_net: th.nn.Module, q_net_target: th.nn.Module, replay_data: Any, gamma: float, double_dqn: bool
+) -> th.Tensor:
+    """The ``(B, 1)`` DQN / Double DQN TD targets of a replay batch (no gradient).
+
+    ``y = r + (1 − d) · γⁿ · Q_target(s', a*)`` with ``a* = argmax_a' Q_target(s', a')`` or, with
+    ``double_dqn``, ``a* = argmax_a' Q_online(s', a')``; ``γⁿ`` is the batch's ``discounts`` when
+    it has them (n-step replay), else ``gamma``. The one definition :meth:`PlasticDQN.td_target`
+    and a population member's ``td_target`` both use.
+    """
+    # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+    discounts = replay_data.discounts if replay_data.discounts is not None else gamma
+    with th.no_grad():
+        next_q_values = q_net_target(replay_data.next_observations)
+        if double_dqn:
+            next_actions = q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
+            next_q_values = th.gather(next_q_values, dim=1, index=next_actions)
+        else:
+            next_q_values, _ = next_q_values.max(dim=1)
+            next_q_values = next_q_values.reshape(-1, 1)
+        return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+
 class PlasticDQN(LeanDQNMixin, DQN):
     """A ``stable_baselines3.DQN`` whose update path accepts interventions.
 
@@ -198,17 +221,7 @@ class PlasticDQN(LeanDQNMixin, DQN):
         or, with ``double_dqn``, ``a* = argmax_a' Q_online(s', a')`` (Double DQN, van Hasselt et
         al. 2016). ``γⁿ`` is the n-step buffer's discount of each transition (``gamma`` for 1-step).
         """
-        # For n-step replay, discount factor is gamma**n_steps (when no early termination)
-        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-        with th.no_grad():
-            next_q_values = self.q_net_target(replay_data.next_observations)
-            if self.double_dqn:
-                next_actions = self.q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
-                next_q_values = th.gather(next_q_values, dim=1, index=next_actions)
-            else:
-                next_q_values, _ = next_q_values.max(dim=1)
-                next_q_values = next_q_values.reshape(-1, 1)
-            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+        return td_targets(self.q_net, self.q_net_target, replay_data, self.gamma, self.double_dqn)
 
     def clear_replay(self) -> None:
         """Empty the replay buffer, as a fresh agent's: no transition stored so far is sampled again.

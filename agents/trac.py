@@ -58,7 +58,7 @@ from typing import Any, cast, overload
 import torch
 from torch import Tensor
 
-__all__ = ["BETAS", "TRACAdam", "TRACAdamW", "TRACMixin", "erfi"]
+__all__ = ["BETAS", "TRACAdam", "TRACAdamW", "TRACMixin", "check_trac_settings", "erfi"]
 
 #: TRAC's discount factors β_j (the paper's and the package's).
 BETAS: tuple[float, ...] = (0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
@@ -69,6 +69,20 @@ BETAS: tuple[float, ...] = (0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
 ERFI_MAX_ARG = 10.0
 _ERFI_TERMS = 192  # series terms: relative accuracy ≈ 1e-14 up to |x| = ERFI_MAX_ARG
 _TUNER_KEY = "trac"  # the optimizer-wide state entry (a string key in optimizer.state)
+
+
+def check_trac_settings(betas: Iterable[float], s_init: float, eps: float) -> tuple[float, ...]:
+    """TRAC's discount factors as floats, after checking them (in [0, 1)) and ``s_init``, ``eps`` (> 0).
+
+    Raises:
+        ValueError: a setting out of range.
+    """
+    checked = tuple(float(b) for b in betas)
+    if not checked or not all(0.0 <= b < 1.0 for b in checked):
+        raise ValueError(f"TRAC: discount factors must lie in [0, 1), got {checked}")
+    if not s_init > 0.0 or not eps > 0.0:
+        raise ValueError(f"TRAC: s_init and eps must be > 0, got {s_init}, {eps}")
+    return checked
 
 
 def erfi(x: Tensor) -> Tensor:
@@ -129,11 +143,7 @@ class TRACMixin:
         trac_eps: float = 1e-8,
         **kwargs: Any,
     ) -> None:
-        betas = tuple(float(b) for b in trac_betas)
-        if not betas or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"TRAC: discount factors must lie in [0, 1), got {betas}")
-        if not trac_s_init > 0.0 or not trac_eps > 0.0:
-            raise ValueError(f"TRAC: s_init and eps must be > 0, got {trac_s_init}, {trac_eps}")
+        betas = check_trac_settings(trac_betas, trac_s_init, trac_eps)
         super().__init__(params, *args, **kwargs)  # type: ignore[call-arg]
         self.trac_betas = betas
         self.trac_s_init = float(trac_s_init)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rlplast.agents.dqn import td_targets
 from rlplast.errors import UserError
 from rlplast.population.adam import MemberAdamState, StackedAdam
 from rlplast.population.envs import EnvSource, EpisodeTracker, make_member_envs
@@ -270,16 +271,7 @@ class MemberView:
             replay_data: the member's batch (SB3's ``ReplayBufferSamples`` or a member's slice of
                 the population's batch in an intervention's ``loss``).
         """
-        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-        with torch.no_grad():
-            next_q_values = self.q_net_target(replay_data.next_observations)
-            if self.double_dqn:
-                next_actions = self.q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
-                next_q_values = torch.gather(next_q_values, dim=1, index=next_actions)
-            else:
-                next_q_values, _ = next_q_values.max(dim=1)
-                next_q_values = next_q_values.reshape(-1, 1)
-            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+        return td_targets(self.q_net, self.q_net_target, replay_data, self.gamma, self.double_dqn)
 
     def parameters_for_loss(self) -> list[Tensor]:
         """Slices of the stacked online parameters, differentiable in this update's graph (made

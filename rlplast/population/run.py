@@ -263,14 +263,18 @@ class MemberModel:
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
     ) -> tuple[np.ndarray, Any]:
-        """Greedy actions of the member's online network, as SB3's ``DQN.predict(deterministic=True)``.
-
-        Only the deterministic (greedy) policy is offered: ε-greedy acting belongs to the population.
+        """The member's actions, as SB3's ``DQN.predict``: greedy with ``deterministic=True``;
+        otherwise ε-greedy with the population's current ε (:attr:`exploration_rate`), drawing as
+        SB3 does from the global NumPy generator and the action space (one random action per
+        observation of a batch, all or none). Training's own acting does not go through here.
         """
-        if not deterministic:
-            raise NotImplementedError("a population member predicts greedy actions only (deterministic=True)")
         obs = torch.as_tensor(np.asarray(observation), device=self.device)
         single = obs.dim() == len(self.q_net.observation_space.shape or ())
+        if not deterministic and np.random.rand() < self.exploration_rate:
+            space = self.q_net.action_space
+            if single:
+                return np.array(space.sample()), state
+            return np.array([space.sample() for _ in range(obs.shape[0])]), state
         q_values = self.q_net(obs.unsqueeze(0) if single else obs)
         actions = q_values.argmax(dim=1).reshape(-1).cpu().numpy()
         return (actions[0] if single else actions), state

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlplast.agents.trac import BETAS, ERFI_INV_SQRT2, ERFI_MAX_ARG
+from rlplast.agents.trac import BETAS, ERFI_INV_SQRT2, ERFI_MAX_ARG, check_trac_settings
 
 __all__ = ["StackedTRAC", "erfi_rows"]
 
@@ -104,11 +104,7 @@ class StackedTRAC:
         s_init: float = 1e-8,
         eps: float = 1e-8,
     ) -> None:
-        self.trac_betas = tuple(float(b) for b in betas)
-        if not self.trac_betas or not all(0.0 <= b < 1.0 for b in self.trac_betas):
-            raise ValueError(f"TRAC: discount factors must lie in [0, 1), got {self.trac_betas}")
-        if not s_init > 0.0 or not eps > 0.0:
-            raise ValueError(f"TRAC: s_init and eps must be > 0, got {s_init}, {eps}")
+        self.trac_betas = check_trac_settings(betas, s_init, eps)
         self.s_init = float(s_init)
         self.eps = float(eps)
         params = list(params)

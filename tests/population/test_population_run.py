@@ -420,3 +420,26 @@ def test_run_dirs_that_exist_are_refused_without_overwrite(tmp_path):
     with pytest.raises(UserError, match="already exists"):
         run_population(_configs([0]), dirs, tmp_path / "pop")
     assert (dirs[0] / "keep.txt").read_text() == "x"
+
+
+def test_member_predict_is_epsilon_greedy_like_sb3():
+    """deterministic=False: all-random actions with probability ε (the population's), else greedy."""
+    from rlplast.population.run import MemberModel
+
+    cfgs = _configs([3], ["train.total_steps=400"])
+    pop = Population.from_config(cfgs[0], [3])
+    pop.learn(400)
+    model = MemberModel(pop, 0, 100)
+    obs = pop.replay.observations[0, :64]
+    greedy, _ = model.predict(obs.numpy(), deterministic=True)
+    pop.exploration_rate = 0.0
+    assert np.array_equal(model.predict(obs.numpy())[0], greedy)
+    pop.exploration_rate = 1.0
+    np.random.seed(0)
+    draws = [model.predict(obs.numpy())[0] for _ in range(5)]
+    n_actions = int(model.q_net.action_space.n)
+    assert all(a.shape == greedy.shape and ((a >= 0) & (a < n_actions)).all() for a in draws)
+    assert any(not np.array_equal(a, greedy) for a in draws)
+    single, _ = model.predict(obs[0].numpy())
+    assert np.ndim(single) == 0 and 0 <= int(single) < n_actions
+    pop.close()
