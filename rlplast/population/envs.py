@@ -1,10 +1,13 @@
-"""The members' environments (one copy each, in a Gymnasium sync vector env) and their episodes.
+"""The members' environments (one copy each, in a Gymnasium vector env) and their episodes.
 
 Each member gets its own copy of the env, made as a single run would make it
 (:func:`rlplast.envs.make_env` for an id), stepped through ``gymnasium.vector.SyncVectorEnv`` with
 ``autoreset_mode=SAME_STEP``: an env that ends an episode is reset within the same ``step`` and
 its true last observation comes in ``infos["final_obs"]`` — stable-baselines3's ``DummyVecEnv``
-semantics. Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a
+semantics. When every member's env is a plain CartPole (``gym.make("CartPole-v1")`` and its
+kwargs), the members are stepped instead as one :class:`rlplast.envs.cartpole_batch.CartPoleBatch`
+— the same dynamics, seeding, time limit and autoreset as arrays, bitwise equal per member
+(tested), several times faster than S ``CartPoleEnv.step`` calls. Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a
 single run's env (``model.set_random_seed(seed)`` → ``env.seed(seed)`` → ``reset(seed=seed)``).
 
 Episode returns and lengths, and the task id each step ran under, are tracked on the host from
@@ -21,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlplast.envs.cartpole_batch import batch_cartpoles
 from rlplast.errors import UserError
 
 __all__ = ["EnvSource", "Episode", "EpisodeTracker", "TaskSwitch", "make_member_envs", "step_task_ids"]
@@ -40,8 +44,9 @@ def make_member_envs(
     n_members: int,
     env_kwargs: Mapping[str, Any] | None = None,
     import_module: str | None = None,
-) -> gym.vector.SyncVectorEnv:
-    """One env per member in a sync vector env with same-step autoreset (not yet reset).
+    batched: bool = True,
+) -> gym.vector.VectorEnv:
+    """One env per member in a vector env with same-step autoreset (not yet reset).
 
     Args:
         env: an env id (made with :func:`rlplast.envs.make_env` and ``env_kwargs``/``import_module``),
@@ -49,6 +54,8 @@ def make_member_envs(
         n_members: S.
         env_kwargs: keyword arguments for an env id.
         import_module: module to import before making an env id.
+        batched: step plain CartPoles as one :class:`~rlplast.envs.cartpole_batch.CartPoleBatch`
+            (False: always a ``SyncVectorEnv`` of the made envs).
 
     Raises:
         UserError: a bad id or kwargs, a non-Discrete action space, or members whose observation
@@ -73,6 +80,11 @@ def make_member_envs(
         for e in made:
             e.close()
         raise
+    batch = batch_cartpoles(made) if batched else None
+    if batch is not None:
+        for e in made:
+            e.close()
+        return batch
     return gym.vector.SyncVectorEnv(
         [functools.partial(_given, e) for e in made], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
