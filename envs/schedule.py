@@ -235,21 +235,42 @@ class TaskSequenceWrapper(gym.Wrapper, metaclass=_AppliesTheFirstTask):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Apply a due switch, reset the wrapped env and report ``info["task_id"]``."""
-        self._maybe_switch()
-        obs, info = self.env.reset(seed=seed, options=options)
-        info = dict(info)
-        info["task_id"] = self._task
-        return self.observation(obs), info
+        self.prepare_reset()
+        return self.finish_reset(*self.env.reset(seed=seed, options=options))
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step under the scheduled task, advance the clock and report ``info["task_id"]``."""
+        return self.finish_step(*self.env.step(self.prepare_step(action)))
+
+    # --- the two halves of step() and reset() -------------------------------------------------
+    # step() is finish_step(*self.env.step(prepare_step(action))) and reset() is
+    # prepare_reset(), then finish_reset(*self.env.reset(...)): a vector env that steps the wrapped
+    # envs of several copies together (rlplast.envs.cartpole_batch) calls the halves around its own
+    # step, so each copy's clock, switches and transformations are this class's.
+    def prepare_step(self, action: Any) -> Any:
+        """Apply a due switch (``switch_at="step"``); return the wrapped env's action."""
         if self.switch_at == "step":
             self._maybe_switch()
-        obs, reward, terminated, truncated, info = self.env.step(self.action(action))
+        return self.action(action)
+
+    def finish_step(
+        self, obs: Any, reward: SupportsFloat, terminated: bool, truncated: bool, info: dict[str, Any]
+    ) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Advance the clock; transform what the wrapped env's step returned; add ``task_id``."""
         self._t += 1
         info = dict(info)
         info["task_id"] = self._task
         return self.observation(obs), self.reward(reward), terminated, truncated, info
+
+    def prepare_reset(self) -> None:
+        """Apply a due switch before the wrapped env resets."""
+        self._maybe_switch()
+
+    def finish_reset(self, obs: Any, info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Transform what the wrapped env's reset returned; add ``task_id``."""
+        info = dict(info)
+        info["task_id"] = self._task
+        return self.observation(obs), info
 
 
 def find_task_wrapper(env: gym.Env) -> TaskSequenceWrapper:

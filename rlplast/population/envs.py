@@ -5,9 +5,10 @@ Each member gets its own copy of the env, made as a single run would make it
 ``autoreset_mode=SAME_STEP``: an env that ends an episode is reset within the same ``step`` and
 its true last observation comes in ``infos["final_obs"]`` — stable-baselines3's ``DummyVecEnv``
 semantics. When every member's env is a plain CartPole (``gym.make("CartPole-v1")`` and its
-kwargs), the members are stepped instead as one :class:`rlplast.envs.cartpole_batch.CartPoleBatch`
-— the same dynamics, seeding, time limit and autoreset as arrays, bitwise equal per member
-(tested), several times faster than S ``CartPoleEnv.step`` calls. Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a
+kwargs), or every one a shifting ``rlplast/`` CartPole (a task wrapper around one), the members are
+stepped instead as one :class:`rlplast.envs.cartpole_batch.CartPoleBatch` — the same dynamics,
+seeding, time limit, task schedules and autoreset, the CartPole physics as arrays, bitwise equal
+per member (tested), several times faster than S ``CartPoleEnv.step`` calls. Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a
 single run's env (``model.set_random_seed(seed)`` → ``env.seed(seed)`` → ``reset(seed=seed)``).
 
 Episode returns and lengths, and the task id each step ran under, are tracked on the host from
@@ -54,7 +55,7 @@ def make_member_envs(
         n_members: S.
         env_kwargs: keyword arguments for an env id.
         import_module: module to import before making an env id.
-        batched: step plain CartPoles as one :class:`~rlplast.envs.cartpole_batch.CartPoleBatch`
+        batched: step (shifting) CartPoles as one :class:`~rlplast.envs.cartpole_batch.CartPoleBatch`
             (False: always a ``SyncVectorEnv`` of the made envs).
 
     Raises:
@@ -82,8 +83,9 @@ def make_member_envs(
         raise
     batch = batch_cartpoles(made) if batched else None
     if batch is not None:
-        for e in made:
-            e.close()
+        if batch.tasks is None:  # plain CartPoles: the batch replaces them (it keeps task wrappers)
+            for e in made:
+                e.close()
         return batch
     return gym.vector.SyncVectorEnv(
         [functools.partial(_given, e) for e in made], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP

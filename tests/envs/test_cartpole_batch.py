@@ -1,4 +1,5 @@
-"""CartPoleBatch steps S CartPoles as arrays, bitwise as S gym.make("CartPole-v1") in a SyncVectorEnv."""
+"""CartPoleBatch steps S CartPoles as arrays, bitwise as S gym.make("CartPole-v1") (or S shifting
+rlplast/ CartPoles) in a SyncVectorEnv."""
 
 from __future__ import annotations
 
@@ -8,23 +9,39 @@ import pytest
 import torch
 from gymnasium.wrappers import RecordEpisodeStatistics
 
-from rlplast.envs import make_env
+from rlplast.envs import PermuteObservation, make_env
 from rlplast.envs.cartpole_batch import CartPoleBatch, batch_cartpoles
 from rlplast.population import Population
 from rlplast.population.envs import make_member_envs
+
+
+def _infos_equal(ours: dict, theirs: dict, where: object) -> None:
+    """Vector infos equal: the same keys, equal arrays (and dtypes), equal nested dicts and
+    final observations."""
+    assert ours.keys() == theirs.keys(), (where, ours.keys(), theirs.keys())
+    for key, value in theirs.items():
+        mine = ours[key]
+        if isinstance(value, dict):
+            _infos_equal(mine, value, (where, key))
+        elif key == "final_obs":
+            for x, y in zip(mine, value, strict=True):
+                assert (x is None and y is None) or np.array_equal(x, y), (where, key)
+        else:
+            assert np.array_equal(mine, value) and mine.dtype == value.dtype, (where, key)
 
 
 def _run_side_by_side(make, n_envs: int, steps: int, seeds: list[int]) -> int:
     """Step a SyncVectorEnv of ``make()`` and its CartPoleBatch twin with the same actions; assert
     every output equal (values and dtypes, infos included); return the number of episode ends."""
     sync = make_member_envs(make, n_envs, batched=False)
-    batch = batch_cartpoles([make() for _ in range(n_envs)])
+    batch = make_member_envs(make, n_envs)
     assert isinstance(sync, gym.vector.SyncVectorEnv) and isinstance(batch, CartPoleBatch)
     assert batch.single_observation_space == sync.single_observation_space
     assert batch.single_action_space == sync.single_action_space
-    a, _ = sync.reset(seed=seeds)
-    b, _ = batch.reset(seed=seeds)
+    a, info_a = sync.reset(seed=seeds)
+    b, info_b = batch.reset(seed=seeds)
     assert np.array_equal(a, b) and a.dtype == b.dtype
+    _infos_equal(info_b, info_a, "reset")
     rng = np.random.default_rng(0)
     ends = 0
     for t in range(steps):
@@ -33,13 +50,8 @@ def _run_side_by_side(make, n_envs: int, steps: int, seeds: list[int]) -> int:
         ours, theirs = batch.step(actions), sync.step(actions)
         for k in range(4):
             assert np.array_equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype, (t, k)
-        assert ours[4].keys() == theirs[4].keys(), t
-        if theirs[4]:
-            ends += 1
-            assert np.array_equal(ours[4]["_final_obs"], theirs[4]["_final_obs"])
-            assert np.array_equal(ours[4]["_final_info"], theirs[4]["_final_info"])
-            for x, y in zip(ours[4]["final_obs"], theirs[4]["final_obs"], strict=True):
-                assert (x is None and y is None) or np.array_equal(x, y)
+        _infos_equal(ours[4], theirs[4], t)
+        ends += "final_obs" in theirs[4]
     return ends
 
 
@@ -61,24 +73,52 @@ def test_batch_follows_changed_physics_and_the_semi_implicit_integrator():
         return env
 
     batch = batch_cartpoles([make()])
-    assert batch is not None and batch.gravity == 11.5
+    assert batch is not None and list(batch.gravity) == [11.5]
     assert _run_side_by_side(make, 3, 2000, [0, 1, 2]) > 20
 
 
-def test_only_plain_cartpoles_are_batched():
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("rlplast/PermutedCartPole-v0", {}),
+        ("rlplast/ActionShuffledCartPole-v0", {}),
+        ("rlplast/OffsetCartPole-v0", {}),
+        ("rlplast/ShiftingCartPole-v0", {}),
+        ("rlplast/PermutedCartPole-v0", {"switch_at": "episode", "after_last": "hold", "n_tasks": 4}),
+    ],
+    ids=["permuted", "action_shuffled", "offset", "dynamics", "episode_switch_hold"],
+)
+def test_batch_of_shifting_cartpoles_equals_their_envs(env_id, kwargs):
+    """Each env's task wrapper runs around the array step: clocks, switches (every 37 steps here),
+    transformations, physics per task and info["task_id"] as in S separate envs."""
+    settings = {"steps_per_task": 37, "n_tasks": 6, "seed": 3, **kwargs}
+    ends = _run_side_by_side(lambda: make_env(env_id, settings), 4, 2000, [8, 9, 10, 11])
+    assert ends > 50
+
+
+def test_which_envs_are_batched():
     plain = gym.make("CartPole-v1")
-    assert isinstance(batch_cartpoles([plain, gym.make("CartPole-v1")]), CartPoleBatch)
-    assert isinstance(batch_cartpoles([make_env("CartPole-v1")]), CartPoleBatch)
     changed = gym.make("CartPole-v1")
     changed.unwrapped.masscart = 2.0  # type: ignore[attr-defined]
+    batched = {
+        "plain": [plain, gym.make("CartPole-v1")],
+        "made by rlplast": [make_env("CartPole-v1")],
+        "physics per env": [plain, changed],
+        "shifting": [make_env("rlplast/PermutedCartPole-v0"), make_env("rlplast/ShiftingCartPole-v0")],
+    }
+    for what, envs in batched.items():
+        assert isinstance(batch_cartpoles(envs), CartPoleBatch), what
+    batch = batch_cartpoles([plain, changed])
+    assert batch is not None and list(batch.masscart) == [1.0, 2.0]
     not_batched = {
         "extra wrapper": [RecordEpisodeStatistics(gym.make("CartPole-v1"))],
         "render mode": [gym.make("CartPole-v1", render_mode="rgb_array")],
         "no time limit": [gym.make("CartPole-v1").unwrapped],
-        "shifted": [make_env("rlplast/PermutedCartPole-v0")],
         "another env": [gym.make("Acrobot-v1")],
-        "different physics": [plain, changed],
+        "shifted Acrobot": [make_env("rlplast/PermutedAcrobot-v0")],
+        "plain and shifting": [plain, make_env("rlplast/PermutedCartPole-v0")],
         "different limits": [plain, gym.make("CartPole-v1", max_episode_steps=100)],
+        "wrapper over the task wrapper": [RecordEpisodeStatistics(make_env("rlplast/PermutedCartPole-v0"))],
         "none": [],
     }
     for what, envs in not_batched.items():
@@ -108,20 +148,41 @@ def test_reset_seeds_as_sync_vector_env():
         assert np.array_equal(a, b)
 
 
-def test_a_population_trains_the_same_on_the_batch_as_on_the_envs():
-    """A CartPole-v1 population (stepped as a CartPoleBatch) and one whose envs carry an extra
-    pass-through wrapper (stepped as a SyncVectorEnv) train to the same parameters and episodes."""
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "rlplast/PermutedCartPole-v0"])
+def test_a_population_trains_the_same_on_the_batch_as_on_the_envs(env_id):
+    """A population stepped as a CartPoleBatch and one whose envs carry an extra pass-through
+    wrapper (stepped as a SyncVectorEnv) train to the same parameters, episodes and task switches."""
+    kwargs = {"steps_per_task": 150, "n_tasks": 3} if env_id.startswith("rlplast/") else {}
     settings = dict(
         policy_kwargs={"net_arch": [16]}, learning_starts=50, buffer_size=500, batch_size=16, device="cpu"
     )
-    batched = Population("MlpPolicy", "CartPole-v1", [0, 1, 2], **settings)
+    batched = Population("MlpPolicy", lambda: make_env(env_id, kwargs), [0, 1, 2], **settings)
     wrapped = Population(
-        "MlpPolicy", lambda: RecordEpisodeStatistics(gym.make("CartPole-v1")), [0, 1, 2], **settings
+        "MlpPolicy", lambda: RecordEpisodeStatistics(make_env(env_id, kwargs)), [0, 1, 2], **settings
     )
     assert isinstance(batched.envs, CartPoleBatch)
     assert isinstance(wrapped.envs, gym.vector.SyncVectorEnv)
     batched.learn(600)
     wrapped.learn(600)
     assert batched.tracker.episodes == wrapped.tracker.episodes and len(batched.tracker.episodes) > 20
+    assert batched.tracker.switches == wrapped.tracker.switches
+    if kwargs:
+        assert len(batched.tracker.switches) == 3 * 3  # 600 steps: tasks 1, 2 and back to 0
     for a, b in zip(batched.net.params, wrapped.net.params, strict=True):
         assert torch.equal(a, b)
+
+
+class _PermuteWithExtraInfo(PermuteObservation):
+    """A task wrapper whose step reports one more info entry (the batch's generic info path)."""
+
+    def finish_step(self, obs, reward, terminated, truncated, info):
+        out = super().finish_step(obs, reward, terminated, truncated, info)
+        out[4]["clock"] = float(self.total_steps)
+        return out
+
+
+def test_a_task_wrapper_with_infos_of_its_own_is_batched_and_its_infos_merged():
+    def make():
+        return _PermuteWithExtraInfo(gym.make("CartPole-v1"), steps_per_task=29, n_tasks=3)
+
+    assert _run_side_by_side(make, 3, 800, [0, 1, 2]) > 20
