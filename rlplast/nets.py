@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ __all__ = [
     "reinitialise",
     "resettable_modules",
     "shrink_perturb_",
+    "zero_adam_moments",
 ]
 
 
@@ -265,3 +267,23 @@ def drop_optimizer_state(optimizer: torch.optim.Optimizer, params: Iterable[Tens
         if optimizer.state.pop(p, None) is not None:
             dropped += 1
     return dropped
+
+
+def zero_adam_moments(state: Any, param: Tensor, mask: Tensor) -> None:
+    """Zero Adam's moments of ``param`` (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) where
+    ``mask`` (broadcastable to it) is True; its step count stays (what ReDo and continual backprop
+    do to the rows and columns they reinitialise).
+
+    Args:
+        state: the optimizer's ``state`` mapping (a ``torch.optim.Adam().state``, or a population
+            member's view of it).
+        param: the parameter.
+        mask: where to zero.
+    """
+    slots = state.get(param)
+    if not slots:
+        return
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        moment = slots.get(key)
+        if isinstance(moment, Tensor) and moment.shape == param.shape:
+            moment.masked_fill_(mask, 0.0)

@@ -12,7 +12,7 @@ from torch import Tensor
 from rlplast.errors import UserError
 from rlplast.fields import config_field
 from rlplast.interventions.base import Intervention, register
-from rlplast.nets import FreshInit, hidden_pairs
+from rlplast.nets import FreshInit, hidden_pairs, zero_adam_moments
 
 if TYPE_CHECKING:
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -163,12 +163,12 @@ class ContinualBackprop(Intervention):
         rows = mask[:, None]
         state = self.optimizer.state
         layer.weight.copy_(torch.where(rows, new["weight"], layer.weight))
-        _zero_moments(state, layer.weight, rows)
+        zero_adam_moments(state, layer.weight, rows)
         if layer.bias is not None:
             layer.bias.masked_fill_(mask, 0.0)
-            _zero_moments(state, layer.bias, mask)
+            zero_adam_moments(state, layer.bias, mask)
         nxt.weight.masked_fill_(mask[None, :], 0.0)
-        _zero_moments(state, nxt.weight, mask[None, :])
+        zero_adam_moments(state, nxt.weight, mask[None, :])
         utility.masked_fill_(mask, 0.0)
         self.ages[i][units] = 0
         self.units_replaced += n
@@ -200,14 +200,3 @@ class ContinualBackprop(Intervention):
         self.pending = [float(p) for p in state["pending"]]
         means = state["mean_activation"]
         self.mean_activation = None if means is None else [m.detach().clone().to(device) for m in means]
-
-
-def _zero_moments(state: Any, param: Tensor, mask: Tensor) -> None:
-    """Zero Adam's moments of ``param`` where ``mask`` (broadcastable) is True (as ReDo does)."""
-    slots = state.get(param)
-    if not slots:
-        return
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        moment = slots.get(key)
-        if isinstance(moment, Tensor) and moment.shape == param.shape:
-            moment.masked_fill_(mask, 0.0)

@@ -10,7 +10,7 @@ import torch
 
 from rlplast.errors import UserError
 from rlplast.interventions.base import Intervention, register
-from rlplast.nets import FreshInit, hidden_pairs
+from rlplast.nets import FreshInit, hidden_pairs, zero_adam_moments
 
 if TYPE_CHECKING:
     from rlplast.agents.dqn import PlasticDQN
@@ -152,16 +152,16 @@ class ReDo(Intervention):
                 new = fresh.draw()
             rows = mask[:, None]
             layer.weight.copy_(torch.where(rows, new["weight"], layer.weight))
-            _zero_moments(state, layer.weight, rows)
+            zero_adam_moments(state, layer.weight, rows)
             if layer.bias is not None:
                 layer.bias.copy_(torch.where(mask, new["bias"], layer.bias))
-                _zero_moments(state, layer.bias, mask)
+                zero_adam_moments(state, layer.bias, mask)
         for (_, nxt), mask in zip(self._pairs, masks, strict=True):
             if mask is None:
                 continue
             cols = mask[None, :]
             nxt.weight.masked_fill_(cols, 0.0)
-            _zero_moments(state, nxt.weight, cols)
+            zero_adam_moments(state, nxt.weight, cols)
             n_dormant = n_dormant + mask.sum()
             n_units += mask.numel()
         self.checks += 1
@@ -191,14 +191,3 @@ class ReDo(Intervention):
         self.checks = int(state["checks"])
         self._units_reset = int(state["units_reset"])
         self._dormant_fraction = float(state["dormant_fraction"])
-
-
-def _zero_moments(state: dict[Any, dict[str, Any]], param: torch.Tensor, mask: torch.Tensor) -> None:
-    """Zero Adam's first and second moments of ``param`` where ``mask`` (broadcastable) is True."""
-    slots = state.get(param)
-    if not slots:
-        return
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        moment = slots.get(key)
-        if isinstance(moment, torch.Tensor) and moment.shape == param.shape:
-            moment.masked_fill_(mask, 0.0)
