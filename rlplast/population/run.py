@@ -83,7 +83,7 @@ def _shared_part(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def check_population(cfgs: Sequence[Config]) -> None:
+def check_population(cfgs: Sequence[Config]) -> tuple[int, torch.device] | None:
     """Refuse members the population engine cannot train together, before anything is written.
 
     Checks what ``rlplast train`` checks (:class:`rlplast.train.Preflight`) on every distinct
@@ -91,6 +91,10 @@ def check_population(cfgs: Sequence[Config]) -> None:
     ``train.seed`` and ``interventions`` (each member has its own), agent settings the engine
     honours, a network it can stack, interventions it can run per member, and replay buffers that
     fit in the available memory (estimated before anything is allocated).
+
+    Returns:
+        The replay buffers' bytes and the device they go to, or None when the env could not be
+        made to tell (its constructor raised: the population reports that as its failure).
 
     Raises:
         UserError: one line saying what is wrong.
@@ -120,7 +124,7 @@ def check_population(cfgs: Sequence[Config]) -> None:
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - not bad input: the population reports it as a failure
-        return
+        return None
     try:
         obs_space, action_space = env.observation_space, env.action_space
     finally:
@@ -128,10 +132,11 @@ def check_population(cfgs: Sequence[Config]) -> None:
     device = resolve_device(cfg.train.device)
     shape = tuple(obs_space.shape or ())
     dtype = np.dtype(obs_space.dtype) if obs_space.dtype is not None else np.dtype(np.float32)
-    check_replay_fits(shape, dtype, cfg.agent.buffer_size, len(cfgs), device)
+    need = check_replay_fits(shape, dtype, cfg.agent.buffer_size, len(cfgs), device)
     # The network: a layer the stacked operations cannot take is refused here (one member, CPU).
     nets = build_member_networks(cfg.agent.policy, obs_space, action_space, policy_kwargs(cfg), [0])
     StackedQNetwork(nets, "cpu")
+    return need, torch.device(device)
 
 
 #: Agent settings the population engine honours; any other agent key must keep its default.

@@ -306,7 +306,7 @@ def run_compare(
     entries = previous.get("runs", {})
     unfinished = [s for s in specs if not is_done(s, entries.get(s.name)) and s.name not in finished]
     planned = plan_jobs(out_dir, unfinished, None if uncapped else workers)
-    check_populations(config_path, planned)
+    check_populations(config_path, planned, None if uncapped or ray_address else workers)
     check_checkpoints(planned, trust_checkpoint)
     if methods is None:
         print(f"rlplast compare: no --methods given: running {', '.join(DEFAULT_METHODS)}", file=sys.stderr)

@@ -301,26 +301,53 @@ def plan_sweep(
     return out_dir, specs
 
 
-def check_populations(config_path: str | Path, plans: list[JobPlan]) -> None:
+def check_populations(config_path: str | Path, plans: list[JobPlan], at_once: int | None = None) -> None:
     """Check every population job as the population engine would before writing
     (:func:`rlplast.population.run.check_population`: agent options, network, interventions per
-    member, the replay buffers' memory for that many members).
+    member, the replay buffers' memory for that many members), and that the replay buffers of the
+    populations that may run at once fit together.
+
+    Args:
+        config_path: the base config.
+        plans: the planned jobs.
+        at_once: how many jobs run at the same time (``--workers``), or None when every job is
+            submitted at once to a cluster whose machines this one cannot see (not summed then).
 
     Raises:
-        UserError: the first population the engine would refuse, named.
+        UserError: the first population the engine would refuse, named; or the largest ones that
+            may run together, when their replay buffers exceed the memory available.
     """
+    from rlplast.population.replay import available_memory_bytes
     from rlplast.population.run import check_population
 
+    needs: dict[Any, list[tuple[int, str]]] = {}  # device -> (bytes, population name)
     for plan in plans:
         if plan.population_dir is None:
             continue
         try:
-            check_population(
+            found = check_population(
                 [s.config or load_config(config_path, s.overrides, [s.overlay]) for s in plan.specs]
             )
         except UserError as exc:
             runs = f"{len(plan.specs)} run{'s' if len(plan.specs) != 1 else ''}"
             raise UserError(f"population {plan.name} ({runs}): {exc}") from None
+        if found is not None:
+            needs.setdefault(found[1], []).append((found[0], plan.name))
+    if at_once is None or at_once < 2:
+        return
+    for device, sizes in needs.items():
+        largest = sorted(sizes, reverse=True)[:at_once]
+        if len(largest) < 2:
+            continue
+        total = sum(n for n, _ in largest)
+        available = available_memory_bytes(device)
+        if available is not None and total > available:
+            names = ", ".join(name for _, name in largest)
+            raise UserError(
+                f"populations {names} may run at once (--workers {at_once}) and their replay buffers "
+                f"need {total / 2**30:.2f} GiB together, more than the {available / 2**30:.2f} GiB "
+                f"available on {device}; lower --workers, agent.buffer_size or the number of seeds"
+            )
 
 
 def check_runs(config_path: str | Path, specs: list[RunSpec]) -> None:

@@ -245,3 +245,25 @@ def test_bad_population_input_exits_2_and_writes_nothing(setup: Path, capsys, ex
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_populations_that_may_run_together_must_fit_in_memory_together(setup: Path, capsys, monkeypatch):
+    """With --workers 2 the two methods' seeds train as two populations at once: each one's replay
+    fits alone, both together do not, and the sweep is refused before anything is written; with
+    room for both it runs."""
+    import numpy as np
+
+    from rlplast.population import replay
+
+    one = replay.replay_bytes((4,), np.float32, 1000, 2)  # a population of 2 CartPole members
+    monkeypatch.setattr(replay, "available_memory_bytes", lambda device: int(1.5 * one))
+    out = setup / "sweep"
+    sets = ["--set", "agent.buffer_size=1000"]
+    assert _compare(setup, out, "vanilla,reset", seeds=2, extra=sets) == 2
+    err = capsys.readouterr().err
+    assert "may run at once (--workers 2)" in err and "lower --workers" in err and err.count("\n") == 1, err
+    assert not out.exists()
+    monkeypatch.setattr(replay, "available_memory_bytes", lambda device: int(2.5 * one))
+    assert _compare(setup, out, "vanilla,reset", seeds=2, extra=sets) == 0
+    assert len(read_manifest(out)["runs"]) == 4
+    assert len(list((out / "populations").iterdir())) == 2
