@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 import traceback
 from collections.abc import Iterable
 
@@ -70,3 +71,61 @@ def describe_exception(exc: BaseException) -> str:
     if frames:
         text += f" ({frames[-1].filename}:{frames[-1].lineno})"
     return text
+
+
+#: Top-level packages whose code is rlplast's or a library's it drives: an exception raised with
+#: none of the user's code on the stack is a bug there (a traceback), not bad input.
+LIBRARY_PACKAGES = frozenset(
+    {
+        "rlplast",
+        "gymnasium",
+        "stable_baselines3",
+        "torch",
+        "numpy",
+        "scipy",
+        "sklearn",
+        "pandas",
+        "matplotlib",
+        "tensorboard",
+        "yaml",
+        "ray",
+        "minatar",
+        "cloudpickle",
+        "_pytest",
+        "pytest",
+        "pluggy",
+        "__main__",
+    }
+)
+
+
+def user_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of ``exc``'s traceback that runs the user's code — a module outside
+    rlplast, the libraries it drives (:data:`LIBRARY_PACKAGES`) and the standard library, such as
+    the module of a user's env, intervention or plugin — or None."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        top = module.partition(".")[0]
+        if top and top not in LIBRARY_PACKAGES and top not in sys.stdlib_module_names:
+            found = tb
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return traceback.extract_tb(found, limit=1)[0]
+
+
+def user_code_error(exc: BaseException, context: str) -> UserError | None:
+    """A one-line :class:`UserError` for an exception the user's code raised (see :func:`user_frame`),
+    or None when none of the user's code is on its stack.
+
+    Args:
+        exc: the exception.
+        context: what was running, e.g. ``"training stopped at step 1200"``; ends the message.
+    """
+    frame = user_frame(exc)
+    if frame is None:
+        return None
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return UserError(f"your code raised {text} (in {frame.name}, {frame.filename}:{frame.lineno}); {context}")

@@ -32,7 +32,7 @@ from stable_baselines3.common.logger import Logger
 
 from rlplast.agents.layers import CReLU
 from rlplast.config import Config, dump_config
-from rlplast.errors import TrainingStopped, UserError
+from rlplast.errors import TrainingStopped, UserError, user_code_error
 from rlplast.io import atomic_write_json, atomic_write_text
 from rlplast.threads import set_cpu_threads
 
@@ -693,6 +693,17 @@ def train(
                 log_interval=None,
                 reset_num_timesteps=resume is None,
             )
+    except Exception as exc:
+        # An env, intervention or plugin of the user's that raises is bad input: one line (the
+        # files written so far stay, flushed below); anything else is a bug and keeps its traceback.
+        error = user_code_error(
+            exc,
+            f"training stopped at step {model.num_timesteps}; {run_dir} keeps what was written "
+            f"(rlplast train --resume {run_dir} continues from its last checkpoint, if it has one)",
+        )
+        if error is None:
+            raise
+        raise error from exc
     finally:
         run_logger.close()
         writers.close()

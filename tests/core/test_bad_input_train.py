@@ -256,3 +256,77 @@ def test_garbage_csv_line_is_refused_and_nothing_changes(run, capsys, name):
 def test_missing_metrics_csv_is_refused(run, capsys):
     (run / "metrics.csv").unlink()
     _resume_fails(run, capsys, "metrics.csv is missing or empty; cannot resume")
+
+
+# ---------------------------------------------------------------------------------- user code raising
+USER_CODE = """
+import gymnasium as gym
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+from rlplast.interventions.base import Intervention, register
+
+
+class FailingStep(CartPoleEnv):
+    calls = 0
+
+    def step(self, action):
+        FailingStep.calls += 1
+        if FailingStep.calls > 150:
+            raise RuntimeError("the pole broke")
+        return super().step(action)
+
+
+gym.register("usercode/FailingStep-v0", entry_point=FailingStep, max_episode_steps=500)
+
+
+@register("usercode_failing_loss")
+class FailingLoss(Intervention):
+    def loss(self, batch, features, q_values):
+        if self.model.n_updates >= 5:
+            raise KeyError("no such feature")
+        return None
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (
+            ["env.id=usercode/FailingStep-v0", "env.import=usercode_mod"],
+            "your code raised RuntimeError: the pole broke (in step, ",
+        ),
+        (
+            [
+                "plugins=[usercode_mod]",
+                "interventions=[{name: usercode_failing_loss}]",
+                "agent.learning_starts=50",
+            ],
+            "your code raised KeyError: 'no such feature' (in loss, ",
+        ),
+    ],
+    ids=["env", "intervention"],
+)
+def test_an_exception_in_the_users_code_is_one_line_and_keeps_the_run_files(
+    tmp_path, capsys, monkeypatch, extra, expect
+):
+    """An env or intervention of the user's that raises mid-training: one line naming the exception
+    and where in the user's file it was raised, exit 2, and the run directory keeps what it wrote."""
+    (tmp_path / "usercode_mod.py").write_text(USER_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    err = _fails(_train_argv(out, ["metrics.enabled=false", *extra]), capsys, expect)
+    assert "usercode_mod.py:" in err and f"rlplast train --resume {out}" in err
+    assert (out / "config.yaml").is_file() and (out / "metrics.csv").stat().st_size > 0
+
+
+def test_a_bug_outside_the_users_code_keeps_its_traceback(tmp_path, monkeypatch):
+    """An exception with none of the user's code on its stack is not bad input: it propagates.
+    (Simulated with a builtin in place of PlasticDQN.train: called with SB3's keyword arguments
+    it raises a TypeError from C, below rlplast's and SB3's frames only.)"""
+    import operator
+
+    from rlplast.agents import PlasticDQN
+
+    monkeypatch.setattr(PlasticDQN, "train", operator.truediv)
+    with pytest.raises(TypeError, match="keyword arguments"):
+        main(_train_argv(tmp_path / "run", ["agent.learning_starts=50"]))
