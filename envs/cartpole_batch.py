@@ -13,8 +13,9 @@ Each env keeps its own random generator, seeded as ``CartPoleEnv.reset(seed=...)
 Autoreset is ``SAME_STEP``, as the population's ``SyncVectorEnv`` does it: an env that ends an
 episode is reset within the same ``step``, its last observation in ``infos["final_obs"]``.
 
-The shifting CartPoles (``rlplast/PermutedCartPole-v0`` and the other ``rlplast/`` CartPole ids: a
-:class:`~rlplast.envs.schedule.TaskSequenceWrapper` around ``gym.make("CartPole-v1")``) batch too:
+The shifting CartPoles (``rlplast/PermutedCartPole-v0`` and the other ``rlplast/`` CartPole ids: one
+of rlplast's :class:`~rlplast.envs.schedule.TaskSequenceWrapper` shifts around
+``gym.make("CartPole-v1")``) batch too:
 each env keeps its own task wrapper — its clock, switches, transformations and ``info["task_id"]``
 — and the batch calls the wrapper's halves of ``step``/``reset``
 (:meth:`~rlplast.envs.schedule.TaskSequenceWrapper.prepare_step` and
@@ -24,8 +25,9 @@ physics are kept per env, re-read from the env's ``CartPoleEnv`` whenever its ta
 
 :func:`batch_cartpoles` builds one from already made envs when every one of them is a plain CartPole
 (``CartPoleEnv`` under only the wrappers ``gym.make`` adds, no render mode) or every one is such a
-CartPole inside a task wrapper, and returns None otherwise — the caller then steps the envs
-themselves.
+CartPole inside one of rlplast's shifts, and returns None otherwise — the caller then steps the envs
+themselves. A task wrapper of your own batches when you build the :class:`CartPoleBatch` yourself
+(``tasks=``), provided it does not read the state of the env it wraps.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
-from rlplast.envs.registration import make_shifted
+from rlplast.envs.registration import SHIFTS, make_shifted
 from rlplast.envs.schedule import TaskSequenceWrapper
 
 __all__ = ["CartPoleBatch", "batch_cartpoles"]
@@ -109,25 +111,28 @@ def _cartpole_kwargs(spec: EnvSpec) -> dict[str, Any] | None:
 
 
 def _task_wrapper(env: gym.Env) -> TaskSequenceWrapper | None:
-    """The task wrapper of a shifting CartPole (under at most ``gym.make``'s checker and order
-    enforcing, over a plain CartPole, with the base class's ``step``/``reset``), or None."""
+    """The task wrapper of a shifting CartPole — one of rlplast's shifts (:data:`SHIFTS`, exactly
+    that class), under at most ``gym.make``'s checker and order enforcing — or None.
+
+    Only rlplast's own shifts are taken: in a batch the env inside the wrapper is not stepped (the
+    batch holds the state), and they never read it; a wrapper of the user's might (its env's
+    ``state``, say), so it is stepped as it is unless given to :class:`CartPoleBatch` explicitly.
+    """
     inner: gym.Env = env
     while isinstance(inner, gym.Wrapper) and not isinstance(inner, TaskSequenceWrapper):
         if type(inner) not in (OrderEnforcing, PassiveEnvChecker):
             return None
         inner = inner.env
-    if not isinstance(inner, TaskSequenceWrapper):
+    if type(inner) not in SHIFTS.values():
         return None
-    kind = type(inner)
-    if kind.step is not TaskSequenceWrapper.step or kind.reset is not TaskSequenceWrapper.reset:
-        return None
+    assert isinstance(inner, TaskSequenceWrapper)
     return inner
 
 
 def batch_cartpoles(envs: Sequence[gym.Env]) -> CartPoleBatch | None:
     """A :class:`CartPoleBatch` twin of ``envs`` (not yet reset), or None unless every env is a plain
-    CartPole, or every env a plain CartPole inside a task wrapper, with the same time limit, reward
-    option and integrator. Task wrappers are taken over by the batch; plain envs are left as they
+    CartPole, or every env a plain CartPole inside one of rlplast's shifts, with the same time limit,
+    reward option and integrator. Task wrappers are taken over by the batch; plain envs are left as they
     are (the caller closes them)."""
     if not envs:
         return None
@@ -168,7 +173,9 @@ class CartPoleBatch(gym.vector.VectorEnv):
         sutton_barto_reward: ``CartPoleEnv``'s reward option.
         kinematics_integrator: ``CartPoleEnv``'s integrator (``"euler"`` or semi-implicit).
         tasks: one task wrapper per env around a plain CartPole (see the module docstring), or
-            None; the physics then come from each wrapper's ``CartPoleEnv``.
+            None; the physics then come from each wrapper's ``CartPoleEnv``. The wrappers must not
+            override ``step``/``reset`` (their halves are called instead) nor read the state of
+            the env they wrap (the batch holds it; the wrapped env is not stepped).
         observation_space: one env's observation space (default: CartPole's).
         action_space: one env's action space (default: CartPole's).
 
@@ -214,8 +221,15 @@ class CartPoleBatch(gym.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         reference.close()
         self.tasks = None if tasks is None else list(tasks)
-        if self.tasks is not None and len(self.tasks) != self.num_envs:
-            raise ValueError(f"{len(self.tasks)} task wrappers for {self.num_envs} envs")
+        if self.tasks is not None:
+            if len(self.tasks) != self.num_envs:
+                raise ValueError(f"{len(self.tasks)} task wrappers for {self.num_envs} envs")
+            for wrapper in self.tasks:
+                kind = type(wrapper)
+                if kind.step is not TaskSequenceWrapper.step or kind.reset is not TaskSequenceWrapper.reset:
+                    raise ValueError(
+                        f"{kind.__name__} overrides step() or reset(); a CartPoleBatch calls their halves"
+                    )
         #: The task each env's physics were last read under (task wrappers only).
         self._physics_task = [-1] * self.num_envs
         #: One generator per env (None until that env is first reset).

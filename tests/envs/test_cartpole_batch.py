@@ -30,11 +30,12 @@ def _infos_equal(ours: dict, theirs: dict, where: object) -> None:
             assert np.array_equal(mine, value) and mine.dtype == value.dtype, (where, key)
 
 
-def _run_side_by_side(make, n_envs: int, steps: int, seeds: list[int]) -> int:
-    """Step a SyncVectorEnv of ``make()`` and its CartPoleBatch twin with the same actions; assert
-    every output equal (values and dtypes, infos included); return the number of episode ends."""
+def _run_side_by_side(make, n_envs: int, steps: int, seeds: list[int], batch=None) -> int:
+    """Step a SyncVectorEnv of ``make()`` and its CartPoleBatch twin (the population's, or ``batch``)
+    with the same actions; assert every output equal (values and dtypes, infos included); return
+    the number of episode ends."""
     sync = make_member_envs(make, n_envs, batched=False)
-    batch = make_member_envs(make, n_envs)
+    batch = make_member_envs(make, n_envs) if batch is None else batch
     assert isinstance(sync, gym.vector.SyncVectorEnv) and isinstance(batch, CartPoleBatch)
     assert batch.single_observation_space == sync.single_observation_space
     assert batch.single_action_space == sync.single_action_space
@@ -181,8 +182,31 @@ class _PermuteWithExtraInfo(PermuteObservation):
         return out
 
 
-def test_a_task_wrapper_with_infos_of_its_own_is_batched_and_its_infos_merged():
+def test_a_task_wrapper_of_the_users_batches_when_given_explicitly_and_its_infos_are_merged():
+    """A user's task wrapper is not batched automatically (it might read the wrapped env's state,
+    which a batch does not step); given to CartPoleBatch explicitly it is, and its own infos are
+    merged as SyncVectorEnv merges them."""
+
     def make():
         return _PermuteWithExtraInfo(gym.make("CartPole-v1"), steps_per_task=29, n_tasks=3)
 
-    assert _run_side_by_side(make, 3, 800, [0, 1, 2]) > 20
+    assert batch_cartpoles([make()]) is None
+    assert isinstance(make_member_envs(make, 2), gym.vector.SyncVectorEnv)
+    first = make()
+    batch = CartPoleBatch(
+        3,
+        tasks=[first, make(), make()],
+        observation_space=first.observation_space,
+        action_space=first.action_space,
+    )
+    assert _run_side_by_side(make, 3, 800, [0, 1, 2], batch=batch) > 20
+
+
+class _OwnStep(PermuteObservation):
+    def step(self, action):
+        return super().step(action)
+
+
+def test_a_task_wrapper_that_overrides_step_is_refused_by_the_batch():
+    with pytest.raises(ValueError, match="_OwnStep overrides step"):
+        CartPoleBatch(1, tasks=[_OwnStep(gym.make("CartPole-v1"))])
