@@ -360,18 +360,9 @@ class CartPoleBatch(gym.vector.VectorEnv):
             return self._step_tasks(actions)
         obs, rewards, terminated, truncated = self._dynamics(actions)
         infos: dict[str, Any] = {}
-        done = terminated | truncated
-        if done.any():  # the same-step autoreset
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in np.flatnonzero(done):
-                final_obs[i] = obs[i].copy()
-                obs[i] = self._reset_env(int(i), None)
-            infos = {
-                "final_obs": final_obs,
-                "_final_obs": done.copy(),
-                "final_info": {},
-                "_final_info": done.copy(),
-            }
+        for i in np.flatnonzero(terminated | truncated):  # the same-step autoreset
+            infos = self._add_info(infos, {"final_obs": obs[i].copy(), "final_info": {}}, int(i))
+            obs[i] = self._reset_env(int(i), None)
         return obs, rewards, terminated, truncated, infos
 
     def _step_tasks(

@@ -62,9 +62,14 @@ def unknown(kind: str, name: str, choices: Iterable[str], hint: str = "") -> Use
     return UserError(f"unknown {kind} '{name}'{closest(name, valid)}; valid: {', '.join(valid)}{suffix}")
 
 
+def exception_text(exc: BaseException) -> str:
+    """``"Type: message"`` (just ``"Type"`` for an exception without a message)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def describe_exception(exc: BaseException) -> str:
     """``"Type: message (file:line)"`` naming where ``exc`` was raised, for one-line errors about user code."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = exception_text(exc)
     if isinstance(exc, SyntaxError):
         return text  # its message already names the file and line
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
@@ -127,5 +132,6 @@ def user_code_error(exc: BaseException, context: str) -> UserError | None:
     frame = user_frame(exc)
     if frame is None:
         return None
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return UserError(f"your code raised {text} (in {frame.name}, {frame.filename}:{frame.lineno}); {context}")
+    return UserError(
+        f"your code raised {exception_text(exc)} (in {frame.name}, {frame.filename}:{frame.lineno}); {context}"
+    )

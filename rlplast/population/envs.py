@@ -5,11 +5,12 @@ Each member gets its own copy of the env, made as a single run would make it
 ``autoreset_mode=SAME_STEP``: an env that ends an episode is reset within the same ``step`` and
 its true last observation comes in ``infos["final_obs"]`` — stable-baselines3's ``DummyVecEnv``
 semantics. When every member's env is a plain CartPole (``gym.make("CartPole-v1")`` and its
-kwargs), or every one a shifting ``rlplast/`` CartPole (a task wrapper around one), the members are
-stepped instead as one :class:`rlplast.envs.cartpole_batch.CartPoleBatch` — the same dynamics,
-seeding, time limit, task schedules and autoreset, the CartPole physics as arrays, bitwise equal
-per member (tested), several times faster than S ``CartPoleEnv.step`` calls. Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a
-single run's env (``model.set_random_seed(seed)`` → ``env.seed(seed)`` → ``reset(seed=seed)``).
+kwargs), or every one a shifting ``rlplast/`` CartPole (one of rlplast's shifts around one), the
+members are stepped instead as one :class:`rlplast.envs.cartpole_batch.CartPoleBatch` — the same
+dynamics, seeding, time limit, task schedules and autoreset, the CartPole physics as arrays,
+bitwise equal per member (tested), several times faster than S ``CartPoleEnv.step`` calls.
+
+Member ``i``'s env is seeded by the first reset with ``seeds[i]``, as SB3 seeds a single run's env (``model.set_random_seed(seed)`` → ``env.seed(seed)`` → ``reset(seed=seed)``).
 
 Episode returns and lengths, and the task id each step ran under, are tracked on the host from
 what the vector env returns anyway (:class:`EpisodeTracker`).

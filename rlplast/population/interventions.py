@@ -56,17 +56,12 @@ if TYPE_CHECKING:
     from rlplast.population.replay import ReplaySamples
 
 __all__ = [
-    "INTERVENTIONS_STREAM",
     "MEMBER_VIEW_METHODS",
     "InterventionSpec",
     "MemberRandomStream",
     "PopulationInterventions",
     "build_member_interventions",
 ]
-
-#: Purpose key of the members' intervention random streams (:data:`rlplast.population.rng.INTERVENTIONS`,
-#: beside the engine's own keys: part of the members' seeds, never renumbered).
-INTERVENTIONS_STREAM = INTERVENTIONS
 
 #: The agent methods a member view (:class:`~rlplast.population.engine.MemberView`) offers, as
 #: PlasticDQN does; an intervention instance whose ``model_needs`` (optional: a tuple of method
@@ -170,7 +165,7 @@ class MemberRandomStream:
     """A member's own torch random stream, swapped in for torch's global generators while it draws.
 
     Seeded from the member's seed alone (``SeedSequence(seed, spawn_key=(3,))``, see
-    :data:`INTERVENTIONS_STREAM`), for the CPU generator and, on a CUDA device, that device's
+    :data:`rlplast.population.rng.INTERVENTIONS`), for the CPU generator and, on a CUDA device, that device's
     generator (which ``reset_parameters()`` of CUDA tensors draws from). Entering
     :meth:`scope` saves the global states and sets the member's; leaving it keeps the member's
     advanced state and restores the global ones. Nested scopes are one scope.
@@ -188,7 +183,7 @@ class MemberRandomStream:
             self._generators.append(torch.cuda.default_generators[index])
         self._states: list[Tensor] = []
         self._depth = 0
-        self.manual_seed(int(member_generator(seed, INTERVENTIONS_STREAM).integers(0, 2**63)))
+        self.manual_seed(int(member_generator(seed, INTERVENTIONS).integers(0, 2**63)))
 
     def manual_seed(self, seed: int) -> None:
         """Restart the stream at ``torch.manual_seed(seed)``'s state (global generators untouched)."""

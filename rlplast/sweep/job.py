@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 
 from rlplast.config import Config, config_from_dict
-from rlplast.errors import TrainingStopped, UserError
+from rlplast.errors import TrainingStopped, UserError, exception_text
 from rlplast.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -232,5 +232,5 @@ def _stopped(message: str, start: float) -> JobResult:
 def _failure(run_dir: str, exc: BaseException, start: float) -> JobResult:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(run_dir) / "error.txt", traceback.format_exc())
-    line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    line = exception_text(exc).splitlines()[0]
     return JobResult(ok=False, error=line, wall_time_s=time.perf_counter() - start)
